@@ -1,0 +1,67 @@
+# Every target sets itself up from the project's own files: a fresh clone needs only Python 3.11+.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+EVENT ?= events/route.json
+# Wheels for the local platform, downloaded during setup so the artifact test runs offline.
+WHEELHOUSE := .cache/wheels
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.stamp
+# How `sam build` fetches the runtime requirements: for the function's arm64 / Python 3.12.
+ARTIFACT_PIP_FLAGS ?= --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 --only-binary=:all:
+
+.PHONY: setup run serve test bench invoke validate-template clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(WHEELHOUSE_STAMP): requirements.txt $(STAMP)
+	mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check -r requirements.txt -d $(WHEELHOUSE)
+	touch $@
+
+## make run: the development server on 127.0.0.1:$(PORT) with the mock provider (flask run).
+run: $(STAMP)
+	$(BIN)/flask --app costroute.wsgi:app run --host 127.0.0.1 --port $(PORT)
+
+## make serve: the production-style server (gunicorn, settings in gunicorn.conf.py).
+serve: $(STAMP)
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py costroute.wsgi:app
+
+## make test: the whole suite.
+test: $(STAMP) $(WHEELHOUSE_STAMP)
+	WHEELHOUSE=$(abspath $(WHEELHOUSE)) $(BIN)/python -m pytest
+
+## make bench: every benchmark, a table on stdout and bench/results/latest.json.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## make invoke EVENT=events/route.json: the Lambda handler with one event, no Docker.
+invoke: $(STAMP)
+	$(BIN)/python handler.py $(EVENT)
+
+## make validate-template: sam validate --lint, from aws-sam-cli in a virtual environment of its own.
+validate-template:
+	test -x .cache/samcli/bin/sam || ($(PYTHON) -m venv .cache/samcli && .cache/samcli/bin/pip install --quiet aws-sam-cli)
+	SAM_CLI_TELEMETRY=0 .cache/samcli/bin/sam validate --lint --template template.yaml
+
+## Called by `sam build` (BuildMethod: makefile) with ARTIFACTS_DIR set: handler, package, runtime pins.
+build-RouterFunction:
+	test -n "$(ARTIFACTS_DIR)"
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp handler.py "$(ARTIFACTS_DIR)/"
+	rm -rf "$(ARTIFACTS_DIR)/costroute"
+	cp -r src/costroute "$(ARTIFACTS_DIR)/costroute"
+	find "$(ARTIFACTS_DIR)/costroute" -name __pycache__ -prune -exec rm -rf {} +
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt \
+		-t "$(ARTIFACTS_DIR)" $(ARTIFACT_PIP_FLAGS)
+
+clean:
+	rm -rf $(VENV) .cache .aws-sam .pytest_cache

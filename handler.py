@@ -1,0 +1,82 @@
+"""The AWS Lambda entry: API Gateway REST (payload 1.0) events through aws-wsgi into the Flask app.
+
+The app is built once per container, on the first invocation, and reused while the container is
+warm. Importing this module does no network work and reads no configuration source.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import awsgi
+
+from costroute.web.native import TIME_LEFT_ENVIRON_KEY
+
+_app: Callable[..., Iterable[bytes]] | None = None
+
+# Content types answered base64-encoded (none of ours are binary; listed for completeness).
+BASE64_CONTENT_TYPES: frozenset[str] = frozenset()
+
+
+def _application() -> Callable[..., Iterable[bytes]]:
+    global _app
+    if _app is None:
+        from costroute.web import create_app
+
+        flask_app = create_app()
+
+        def with_time_left(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            context = environ.get("awsgi.context")
+            remaining = getattr(context, "get_remaining_time_in_millis", None)
+            if callable(remaining):
+                environ[TIME_LEFT_ENVIRON_KEY] = remaining() / 1000
+            return flask_app(environ, start_response)
+
+        _app = with_time_left
+    return _app
+
+
+def normalise_event(event: Any) -> dict[str, Any]:
+    """Fill in what hand-written test events leave out, so aws-wsgi can read them."""
+    event = dict(event) if isinstance(event, dict) else {}
+    event.setdefault("httpMethod", "GET")
+    event.setdefault("path", "/")
+    for key in ("queryStringParameters", "multiValueQueryStringParameters", "pathParameters", "stageVariables"):
+        event.setdefault(key, None)
+    if not isinstance(event.get("headers"), dict):
+        event["headers"] = {}
+    if not isinstance(event.get("multiValueHeaders"), dict):
+        event["multiValueHeaders"] = {}
+    if not isinstance(event.get("requestContext"), dict):
+        event["requestContext"] = {}
+    event["body"] = event.get("body") or ""
+    event["isBase64Encoded"] = bool(event.get("isBase64Encoded"))
+    return event
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    """Serve one API Gateway REST proxy event; statusCode comes back as an integer."""
+    response = awsgi.response(_application(), normalise_event(event), context, base64_content_types=BASE64_CONTENT_TYPES)
+    response["statusCode"] = int(response["statusCode"])
+    return response
+
+
+class LocalContext:
+    """A stand-in for the Lambda context when invoking locally: 30 s left, as a fresh invocation."""
+
+    function_name = "RouterFunction-local"
+    aws_request_id = "local-invoke"
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left: a fixed 30 s locally."""
+        return 30_000
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python handler.py EVENT.json")
+    with open(sys.argv[1], encoding="utf-8") as event_file:
+        print(json.dumps(lambda_handler(json.load(event_file), LocalContext()), indent=2))

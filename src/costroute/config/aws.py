@@ -1,0 +1,75 @@
+"""AWS configuration sources: the registry in SSM Parameter Store, the key in Secrets Manager.
+
+boto3 is imported, and each client created, on first use only, then reused while the process
+lives. AWS errors become ``ConfigError`` with the parameter or secret named and AWS's own code
+and message (which never carry the secret's value).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from costroute.config.cache import ConfigError
+
+KEY_FIELD = "OPENAI_API_KEY"
+
+
+class AwsClients:
+    """Lazily created, shared boto3 clients."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        """The client for a service, created on first call."""
+        with self._lock:
+            if service not in self._clients:
+                import boto3  # deferred: ~165 ms, paid only when an AWS source is configured
+
+                self._clients[service] = boto3.client(service)
+            return self._clients[service]
+
+
+def read_ssm_parameter(clients: AwsClients, name: str) -> str:
+    """The value of a String or SecureString parameter, decrypted."""
+    try:
+        response = clients.client("ssm").get_parameter(Name=name, WithDecryption=True)
+        return response["Parameter"]["Value"]
+    except Exception as exc:  # noqa: BLE001 - narrowed by _aws_error, which re-raises the rest
+        raise _aws_error(exc, f"SSM parameter '{name}'") from exc
+
+
+def read_openai_key_secret(clients: AwsClients, secret_id: str) -> str:
+    """The OpenAI key from a secret holding the key itself or JSON with an OPENAI_API_KEY field."""
+    try:
+        response = clients.client("secretsmanager").get_secret_value(SecretId=secret_id)
+    except Exception as exc:  # noqa: BLE001
+        raise _aws_error(exc, f"secret '{secret_id}'") from exc
+    text = response.get("SecretString")
+    if not text:
+        raise ConfigError(f"secret '{secret_id}' has no SecretString (a binary secret cannot hold the key)")
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"secret '{secret_id}' looks like JSON but does not parse") from exc
+        key = data.get(KEY_FIELD) if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"secret '{secret_id}' is a JSON object without a non-empty '{KEY_FIELD}' field")
+        return key.strip()
+    return stripped
+
+
+def _aws_error(exc: Exception, what: str) -> ConfigError:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return ConfigError(f"{what} could not be read: {error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": "))
+    if isinstance(exc, BotoCoreError):
+        return ConfigError(f"{what} could not be read: {exc}")
+    raise exc

@@ -1,0 +1,94 @@
+"""A value fetched from a configuration source, cached with a TTL and an injectable clock.
+
+A refresh that fails keeps the last good value and logs a warning; a first load that fails raises
+``ConfigError`` and is retried no sooner than ``FAILED_LOAD_RETRY_SECONDS`` later, so a broken
+source is not hammered by every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+FAILED_LOAD_RETRY_SECONDS = 5.0
+
+logger = logging.getLogger("costroute.config")
+
+
+class ConfigError(Exception):
+    """A configuration value that could not be loaded; the message never holds a secret."""
+
+
+@dataclass(frozen=True)
+class CacheStatus:
+    """What /health reports about one cached value."""
+
+    source: str
+    loaded: bool
+    age_seconds: float | None
+    last_error: str | None
+
+
+class CachedValue(Generic[T]):
+    """One cached ``get()`` over a fetch function."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], T],
+        source: str,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self.source = source
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._loaded_at: float | None = None
+        self._last_error: str | None = None
+        self._failed_at: float | None = None
+
+    def get(self) -> T:
+        """The cached value, fetched again when older than the TTL."""
+        with self._lock:
+            now = self._clock()
+            if self._loaded_at is not None and now - self._loaded_at < self._ttl:
+                return self._value  # type: ignore[return-value]
+            if self._loaded_at is None and self._failed_at is not None:
+                if now - self._failed_at < min(self._ttl, FAILED_LOAD_RETRY_SECONDS):
+                    raise ConfigError(self._last_error or f"{self.source} could not be loaded")
+            return self._load(now)
+
+    def refresh(self) -> T:
+        """Fetch now, whatever the TTL says."""
+        with self._lock:
+            return self._load(self._clock())
+
+    def status(self) -> CacheStatus:
+        """Source, age and last error, for /health."""
+        with self._lock:
+            age = None if self._loaded_at is None else max(0.0, self._clock() - self._loaded_at)
+            return CacheStatus(self.source, self._loaded_at is not None, age, self._last_error)
+
+    def _load(self, now: float) -> T:
+        try:
+            value = self._fetch()
+        except ConfigError as exc:
+            self._last_error = str(exc)
+            if self._loaded_at is not None:
+                logger.warning("refresh of %s failed, keeping the last good value: %s", self.source, exc)
+                # Try again after another TTL rather than on every request.
+                self._loaded_at = now
+                return self._value  # type: ignore[return-value]
+            self._failed_at = now
+            raise
+        self._value = value
+        self._loaded_at = now
+        self._last_error = None
+        self._failed_at = None
+        return value

@@ -1,0 +1,125 @@
+"""Settings read once from the environment; every variable, its default and its meaning.
+
+Reading the environment happens only here (and in bootstrap, which calls ``Settings.from_env``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+DEFAULT_CONFIG_TTL_SECONDS = 300.0
+DEFAULT_REQUEST_DEADLINE_SECONDS = 25.0
+DEFAULT_PROVIDER_TIMEOUT_SECONDS = 20.0
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_BREAKER_FAILURES = 3
+DEFAULT_BREAKER_COOLDOWN_SECONDS = 30.0
+# API Gateway REST stops waiting at 29 s; the router gives up a little before that.
+API_GATEWAY_LIMIT_SECONDS = 28.5
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class OpenAIModelSettings:
+    """The seed's OPENAI_* variables that describe the one OpenAI model added to the default registry."""
+
+    name: str = "gpt-4o-mini"
+    input_cost_per_1k: str = "0.00015"
+    output_cost_per_1k: str = "0.0006"
+    quality: str = "3"
+    latency_ms: str = "800"
+    max_output_tokens: str = "4096"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with."""
+
+    models_config_json: str | None = None
+    models_config_ssm_parameter: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_api_key_secret_id: str | None = None
+    openai_base_url: str | None = None
+    openai_model: OpenAIModelSettings = field(default_factory=OpenAIModelSettings)
+    config_ttl_seconds: float = DEFAULT_CONFIG_TTL_SECONDS
+    mock_simulate_latency: bool = False
+    request_deadline_seconds: float = DEFAULT_REQUEST_DEADLINE_SECONDS
+    provider_timeout_seconds: float = DEFAULT_PROVIDER_TIMEOUT_SECONDS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    breaker_failure_threshold: int = DEFAULT_BREAKER_FAILURES
+    breaker_cooldown_seconds: float = DEFAULT_BREAKER_COOLDOWN_SECONDS
+
+    @property
+    def openai_key_configured(self) -> bool:
+        """Whether a key is set in the environment or a secret is named for it."""
+        return bool(self.openai_api_key or self.openai_api_key_secret_id)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read settings from the environment (or the given mapping); raise SettingsError when invalid."""
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        defaults = OpenAIModelSettings()
+        openai_model = OpenAIModelSettings(
+            name=text("OPENAI_MODEL_NAME") or defaults.name,
+            input_cost_per_1k=text("OPENAI_INPUT_COST_PER_1K") or defaults.input_cost_per_1k,
+            output_cost_per_1k=text("OPENAI_OUTPUT_COST_PER_1K") or defaults.output_cost_per_1k,
+            quality=text("OPENAI_MODEL_QUALITY") or defaults.quality,
+            latency_ms=text("OPENAI_MODEL_LATENCY_MS") or defaults.latency_ms,
+            max_output_tokens=text("OPENAI_MODEL_MAX_TOKENS") or defaults.max_output_tokens,
+        )
+        return cls(
+            models_config_json=text("MODELS_CONFIG_JSON"),
+            models_config_ssm_parameter=text("MODELS_CONFIG_SSM_PARAMETER"),
+            openai_api_key=text("OPENAI_API_KEY"),
+            openai_api_key_secret_id=text("OPENAI_API_KEY_SECRET_ID"),
+            openai_base_url=text("OPENAI_BASE_URL"),
+            openai_model=openai_model,
+            config_ttl_seconds=_number(env, "CONFIG_TTL_SECONDS", DEFAULT_CONFIG_TTL_SECONDS, minimum=0),
+            mock_simulate_latency=_flag(env, "MOCK_SIMULATE_LATENCY"),
+            request_deadline_seconds=_number(
+                env, "REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS, minimum=0.1
+            ),
+            provider_timeout_seconds=_number(
+                env, "PROVIDER_TIMEOUT_SECONDS", DEFAULT_PROVIDER_TIMEOUT_SECONDS, minimum=0.1
+            ),
+            max_body_bytes=int(_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1, integer=True)),
+            breaker_failure_threshold=int(
+                _number(env, "BREAKER_FAILURE_THRESHOLD", DEFAULT_BREAKER_FAILURES, minimum=1, integer=True)
+            ),
+            breaker_cooldown_seconds=_number(
+                env, "BREAKER_COOLDOWN_SECONDS", DEFAULT_BREAKER_COOLDOWN_SECONDS, minimum=0
+            ),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, integer: bool = False) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError as exc:
+        kind = "an integer" if integer else "a number"
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from exc
+    if not math.isfinite(value) or value < minimum:
+        raise SettingsError(f"{name} must be a finite number of at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")

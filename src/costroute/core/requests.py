@@ -1,0 +1,296 @@
+"""Typed requests from decoded JSON: validation with messages that name the field.
+
+Rules shared by ``/route`` and ``/v1/chat/completions``:
+
+* ``null`` for an optional field means the field is absent; unknown fields are ignored.
+* Integers are JSON integers (``3``, not ``3.0`` or ``true``); prices are positive finite numbers,
+  kept as the ``Decimal`` of their shortest decimal form, so ``0.002`` is exactly 0.002.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Mapping
+
+from costroute.core.estimate import ChatMessage
+from costroute.core.registry import MAX_QUALITY, MIN_QUALITY
+from costroute.core.selection import Constraints
+
+ROUTING_FIELDS: tuple[str, ...] = (
+    "max_cost_usd",
+    "min_quality",
+    "max_latency_ms",
+    "prefer_provider",
+    "strict_budget",
+    "task_type",
+    "expected_output_tokens",
+)
+
+
+class InvalidRequest(ValueError):
+    """A request the service refuses; ``param`` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One routing request, from /route or /v1/chat/completions."""
+
+    messages: tuple[ChatMessage, ...]
+    constraints: Constraints = field(default_factory=Constraints)
+    task_type: str | None = None
+    expected_output_tokens: int | None = None
+    dry_run: bool = False
+    pinned_model: str | None = None
+    max_tokens: int | None = None
+    max_tokens_field: str = "max_tokens"
+    max_candidates: int | None = None
+    raw_messages: tuple[Mapping[str, Any], ...] = ()
+    provider_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_route_body(body: Any) -> RouteRequest:
+    """Validate a decoded /route body."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    text = body.get("input")
+    if text is None:
+        raise InvalidRequest("'input' is required: the text to send to the model", "input")
+    if not isinstance(text, str):
+        raise InvalidRequest("'input' must be a string", "input")
+    if not text.strip():
+        raise InvalidRequest("'input' must not be empty", "input")
+    constraints_obj = _optional_object(body, "constraints")
+    metadata = _optional_object(body, "metadata")
+    constraints, task_type, expected = parse_routing(
+        {
+            "max_cost_usd": constraints_obj.get("max_cost_usd"),
+            "min_quality": constraints_obj.get("min_quality"),
+            "max_latency_ms": constraints_obj.get("max_latency_ms"),
+            "prefer_provider": constraints_obj.get("prefer_provider"),
+            "strict_budget": constraints_obj.get("strict_budget"),
+            "task_type": metadata.get("task_type"),
+            "expected_output_tokens": metadata.get("expected_output_tokens"),
+        },
+        param_names={
+            **{name: f"constraints.{name}" for name in ROUTING_FIELDS},
+            "task_type": "metadata.task_type",
+            "expected_output_tokens": "metadata.expected_output_tokens",
+        },
+    )
+    return RouteRequest(
+        messages=(ChatMessage(role="user", content=text),),
+        raw_messages=({"role": "user", "content": text},),
+        constraints=constraints,
+        task_type=task_type,
+        expected_output_tokens=expected,
+        dry_run=optional_bool(body, "dry_run") or False,
+        max_candidates=optional_int(body, "max_candidates", minimum=0),
+    )
+
+
+def parse_routing(
+    values: Mapping[str, Any], param_names: Mapping[str, str] | None = None
+) -> tuple[Constraints, str | None, int | None]:
+    """Validate the routing fields (constraints and metadata) from one flat mapping."""
+    names = {name: name for name in ROUTING_FIELDS}
+    names.update(param_names or {})
+    budget = _optional_price(values.get("max_cost_usd"), names["max_cost_usd"])
+    quality = _optional_int_value(values.get("min_quality"), names["min_quality"], minimum=MIN_QUALITY)
+    if quality is not None and quality > MAX_QUALITY:
+        raise InvalidRequest(
+            f"'{names['min_quality']}' must be an integer from {MIN_QUALITY} to {MAX_QUALITY}, got {quality}",
+            names["min_quality"],
+        )
+    latency = _optional_int_value(values.get("max_latency_ms"), names["max_latency_ms"], minimum=1)
+    provider = _optional_text(values.get("prefer_provider"), names["prefer_provider"])
+    strict = _optional_bool_value(values.get("strict_budget"), names["strict_budget"])
+    task_type = _optional_text(values.get("task_type"), names["task_type"])
+    expected = _optional_int_value(values.get("expected_output_tokens"), names["expected_output_tokens"], minimum=1)
+    constraints = Constraints(
+        max_cost_usd=budget,
+        min_quality=quality,
+        max_latency_ms=latency,
+        prefer_provider=provider,
+        strict_budget=bool(strict),
+    )
+    return constraints, task_type, expected
+
+
+def optional_bool(body: Mapping[str, Any], name: str) -> bool | None:
+    """A boolean field, or None when absent."""
+    return _optional_bool_value(body.get(name), name)
+
+
+def optional_int(body: Mapping[str, Any], name: str, minimum: int) -> int | None:
+    """An integer field of at least ``minimum``, or None when absent."""
+    return _optional_int_value(body.get(name), name, minimum=minimum)
+
+
+def _optional_object(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{name}' must be an object", name)
+    return value
+
+
+def _optional_price(value: Any, param: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(f"'{param}' must be a positive number of US dollars", param)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"'{param}' must be a finite number", param)
+    if value <= 0:
+        raise InvalidRequest(f"'{param}' must be greater than 0, got {value}", param)
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _optional_int_value(value: Any, param: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"'{param}' must be an integer, got {_describe(value)}", param)
+    if value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise InvalidRequest(f"'{param}' must be {kind}, got {value}", param)
+    return value
+
+
+def _optional_bool_value(value: Any, param: str) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"'{param}' must be true or false", param)
+    return value
+
+
+def _optional_text(value: Any, param: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"'{param}' must be a non-empty string", param)
+    return value.strip()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return f"the non-integer number {value}"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
+# Chat Completions fields the service handles itself; every other field passes through.
+_CHAT_OWN_FIELDS = frozenset(
+    {"model", "messages", "routing", "max_tokens", "max_completion_tokens", "stream", "stream_options"}
+)
+# Pass-through fields that the provider turns into prompt tokens; they count towards the bound.
+_PROMPT_BEARING_FIELDS: tuple[str, ...] = ("tools", "functions", "tool_choice", "response_format")
+AUTO_MODEL = "auto"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A parsed /v1/chat/completions request: the route request plus the stream settings."""
+
+    route: RouteRequest
+    stream: bool
+    include_usage: bool
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def parse_chat_body(body: Any, header_routing: Mapping[str, Any] | None = None) -> ChatRequest:
+    """Validate a decoded Chat Completions body; routing fields in the body win over headers."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' is required: 'auto' to route, or a registry id 'provider:name'", "model")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise InvalidRequest("'messages' must be a non-empty array of messages", "messages")
+    messages = tuple(_parse_message(index, message) for index, message in enumerate(raw_messages))
+
+    routing_body = _optional_object(body, "routing")
+    merged = {name: value for name, value in (header_routing or {}).items() if value is not None}
+    merged.update({name: routing_body[name] for name in ROUTING_FIELDS if routing_body.get(name) is not None})
+    constraints, task_type, expected = parse_routing(merged, {name: f"routing.{name}" for name in ROUTING_FIELDS})
+
+    max_tokens_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = optional_int(body, max_tokens_field, minimum=1)
+    stream = optional_bool(body, "stream") or False
+    stream_options = _optional_object(body, "stream_options")
+    include_usage = _optional_bool_value(stream_options.get("include_usage"), "stream_options.include_usage") or False
+    count = body.get("n")
+    if count is not None and count != 1:
+        raise InvalidRequest("'n' must be 1: the router's cost ceiling and accounting cover one choice", "n")
+
+    params = {key: value for key, value in body.items() if key not in _CHAT_OWN_FIELDS}
+    prompt_bearing = {key: params[key] for key in _PROMPT_BEARING_FIELDS if key in params}
+    estimation_messages = messages
+    if prompt_bearing:
+        estimation_messages += (ChatMessage(role="system", content=json.dumps(prompt_bearing)),)
+    return ChatRequest(
+        route=RouteRequest(
+            messages=estimation_messages,
+            raw_messages=tuple(raw_messages),
+            constraints=constraints,
+            task_type=task_type,
+            expected_output_tokens=expected,
+            pinned_model=None if model.strip() == AUTO_MODEL else model.strip(),
+            max_tokens=max_tokens,
+            max_tokens_field=max_tokens_field,
+            provider_params=params,
+        ),
+        stream=stream,
+        include_usage=include_usage,
+    )
+
+
+def _parse_message(index: int, message: Any) -> ChatMessage:
+    param = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise InvalidRequest(f"'{param}' must be an object with 'role' and 'content'", param)
+    role = message.get("role")
+    if not isinstance(role, str) or not role.strip():
+        raise InvalidRequest(f"'{param}.role' must be a non-empty string", f"{param}.role")
+    content = message.get("content")
+    if isinstance(content, list):
+        for part_index, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidRequest(
+                    f"'{param}.content[{part_index}]' must be a text part: only text content is routed, because "
+                    "the cost of images and audio cannot be bounded before the call",
+                    f"{param}.content",
+                )
+    elif content is not None and not isinstance(content, str):
+        raise InvalidRequest(f"'{param}.content' must be a string or an array of text parts", f"{param}.content")
+    name = message.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest(f"'{param}.name' must be a string", f"{param}.name")
+    text = content_text(content)
+    extra = {key: message[key] for key in ("tool_calls", "function_call") if message.get(key) is not None}
+    if extra:
+        text += json.dumps(extra)
+    return ChatMessage(role=role, content=text, name=name)

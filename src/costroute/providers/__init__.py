@@ -1,0 +1,1 @@
+"""Provider adapters behind the ``Provider`` protocol: the shipped mock and OpenAI."""

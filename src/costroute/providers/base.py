@@ -1,0 +1,88 @@
+"""The Provider protocol, the call and completion records, and the one provider error type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Protocol
+
+from costroute.core.registry import Model
+
+# Failure kinds. The first group is worth trying another model for; the second is not.
+TIMEOUT = "timeout"
+CONNECTION = "connection"
+RATE_LIMITED = "rate_limited"
+UPSTREAM = "upstream"
+KEY_UNAVAILABLE = "key_unavailable"
+AUTH = "auth"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+BAD_REQUEST = "bad_request"
+
+FAILOVER_KINDS = frozenset({TIMEOUT, CONNECTION, RATE_LIMITED, UPSTREAM, KEY_UNAVAILABLE})
+
+
+class ProviderError(Exception):
+    """A provider call that failed, translated from the SDK's or transport's own error."""
+
+    def __init__(
+        self, kind: str, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def failover(self) -> bool:
+        """Whether another model may be tried after this failure."""
+        return self.kind in FAILOVER_KINDS
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    """What to send: OpenAI-format messages, the output cap and pass-through parameters."""
+
+    messages: tuple[Mapping[str, Any], ...]
+    max_tokens: int | None
+    timeout_s: float
+    max_tokens_field: str = "max_tokens"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A provider's answer with its reported usage."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    latency_ms: float
+    latency_kind: str  # "measured" or "simulated"
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """One piece of a streamed answer: text, or the closing finish reason and usage."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Provider(Protocol):
+    """Calls one provider's models."""
+
+    def availability(self, model: Model) -> str | None:
+        """None when the model can be called now, else why not."""
+        ...
+
+    def complete(self, model: Model, call: ProviderCall) -> Completion:
+        """Call the model and return its whole answer; raise ProviderError on failure."""
+        ...
+
+    def stream(self, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
+        """Call the model and yield its answer as it comes; raise ProviderError on failure."""
+        ...

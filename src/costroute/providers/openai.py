@@ -1,0 +1,218 @@
+"""The OpenAI provider: the only module that imports the ``openai`` SDK, and only on first call.
+
+Any OpenAI-compatible server works: ``OPENAI_BASE_URL`` (the SDK's own variable) is passed as
+``base_url``. The SDK's own retries are off (``max_retries=0``): retries and failover belong to
+the service, which knows the deadline and the budget. Every SDK error is translated into a
+``ProviderError`` whose message is scrubbed of the key.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+
+from costroute.core.registry import Model
+from costroute.providers.base import (
+    AUTH,
+    BAD_REQUEST,
+    CONNECTION,
+    FORBIDDEN,
+    KEY_UNAVAILABLE,
+    NOT_FOUND,
+    RATE_LIMITED,
+    TIMEOUT,
+    UPSTREAM,
+    Completion,
+    ProviderCall,
+    ProviderError,
+    StreamPiece,
+)
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+_SECRET_PATTERN = re.compile(r"(sk|key|Bearer)[-_ ][A-Za-z0-9_\-*.]{3,}", re.IGNORECASE)
+
+
+class KeySource(Protocol):
+    """Where the OpenAI key comes from (environment or Secrets Manager)."""
+
+    def configured(self) -> bool:
+        """Whether any key source is set up at all."""
+        ...
+
+    def get_key(self) -> str:
+        """The current key; raise KeyUnavailable when it cannot be read."""
+        ...
+
+    def refresh_key(self) -> str:
+        """Re-read the key from its source now (after a 401, in case it was rotated)."""
+        ...
+
+
+class KeyUnavailable(Exception):
+    """The key could not be read; the message names the source and never holds a secret."""
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Remove the given secrets and anything shaped like an API key from a message."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _SECRET_PATTERN.sub("[redacted]", text)
+
+
+class OpenAIProvider:
+    """Calls models through the official SDK, creating one client per key and reusing it."""
+
+    def __init__(self, keys: KeySource, base_url: str | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._keys = keys
+        self._base_url = base_url
+        self._clock = clock
+        self._client: OpenAI | None = None
+        self._client_key: str | None = None
+        self._lock = threading.Lock()
+
+    def availability(self, model: Model) -> str | None:
+        """Unavailable when no key source is configured."""
+        if not self._keys.configured():
+            return "no OpenAI API key is configured (set OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ID)"
+        return None
+
+    def complete(self, model: Model, call: ProviderCall) -> Completion:
+        """Call chat.completions.create; a 401 re-reads the key once before giving up."""
+        return self._with_key_retry(lambda client, key: self._complete_once(client, key, model, call))
+
+    def stream(self, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
+        """Start a streamed call; errors before the first piece are raised here, not mid-stream."""
+        return self._with_key_retry(lambda client, key: self._open_stream(client, key, model, call))
+
+    def _with_key_retry(self, attempt: Callable[[Any, str], Any]) -> Any:
+        client, key = self._client_for(refresh=False)
+        try:
+            return attempt(client, key)
+        except ProviderError as exc:
+            if exc.kind != AUTH:
+                raise
+            rejected = exc
+        client, fresh = self._client_for(refresh=True)
+        if fresh == key:
+            raise rejected
+        return attempt(client, fresh)
+
+    def _client_for(self, refresh: bool) -> tuple[Any, str]:
+        try:
+            key = self._keys.refresh_key() if refresh else self._keys.get_key()
+        except KeyUnavailable as exc:
+            raise ProviderError(KEY_UNAVAILABLE, str(exc), status=503) from exc
+        with self._lock:
+            if self._client is None or self._client_key != key:
+                from openai import OpenAI  # deferred: ~0.5 s of imports, paid only by OpenAI users
+
+                self._client = OpenAI(api_key=key, base_url=self._base_url, max_retries=0)
+                self._client_key = key
+            return self._client, key
+
+    def _request_args(self, model: Model, call: ProviderCall) -> dict[str, Any]:
+        args: dict[str, Any] = dict(call.params)
+        args.update(model=model.name, messages=list(call.messages), timeout=call.timeout_s)
+        if call.max_tokens is not None:
+            args[call.max_tokens_field] = call.max_tokens
+        return args
+
+    def _complete_once(self, client: Any, key: str, model: Model, call: ProviderCall) -> Completion:
+        started = self._clock()
+        try:
+            response = client.chat.completions.create(**self._request_args(model, call))
+        except Exception as exc:  # noqa: BLE001 - translated precisely below, anything else re-raised
+            raise _translate(exc, key) from exc
+        elapsed_ms = (self._clock() - started) * 1000
+        if not getattr(response, "choices", None):
+            raise ProviderError(UPSTREAM, f"OpenAI-compatible server returned no choices for {model.id}", status=502)
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=choice.finish_reason or "stop",
+            latency_ms=elapsed_ms,
+            latency_kind="measured",
+        )
+
+    def _open_stream(self, client: Any, key: str, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
+        args = self._request_args(model, call)
+        args.update(stream=True, stream_options={"include_usage": True})
+        try:
+            chunks = iter(client.chat.completions.create(**args))
+            first = next(chunks, None)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc, key) from exc
+        return self._pieces(first, chunks, key)
+
+    @staticmethod
+    def _pieces(first: Any, chunks: Iterator[Any], key: str) -> Iterator[StreamPiece]:
+        finish: str | None = None
+        chunk = first
+        try:
+            while chunk is not None:
+                for choice in chunk.choices or ():
+                    text = getattr(choice.delta, "content", None) or ""
+                    if text:
+                        yield StreamPiece(text=text)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+                if chunk.usage is not None:
+                    yield StreamPiece(
+                        finish_reason=finish or "stop",
+                        prompt_tokens=chunk.usage.prompt_tokens,
+                        completion_tokens=chunk.usage.completion_tokens,
+                    )
+                    return
+                chunk = next(chunks, None)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc, key) from exc
+        yield StreamPiece(finish_reason=finish or "stop")
+
+
+def _translate(exc: Exception, key: str) -> ProviderError:
+    """Map an SDK exception to a ProviderError; programming errors are not swallowed."""
+    import openai
+
+    def message(prefix: str) -> str:
+        return redact(f"{prefix}: {exc}", key)
+
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(TIMEOUT, "OpenAI-compatible server timed out", status=504)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(CONNECTION, "could not connect to the OpenAI-compatible server", status=502)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status == 429:
+            return ProviderError(
+                RATE_LIMITED, message("rate limited by the provider"), status=429, retry_after_s=_retry_after(exc)
+            )
+        if status == 401:
+            return ProviderError(AUTH, "the provider rejected the API key (401)", status=401)
+        if status == 403:
+            return ProviderError(FORBIDDEN, message("the provider refused access (403)"), status=403)
+        if status == 404:
+            return ProviderError(NOT_FOUND, message("the provider does not know this model (404)"), status=404)
+        if status >= 500:
+            return ProviderError(UPSTREAM, message(f"provider error ({status})"), status=status)
+        return ProviderError(BAD_REQUEST, message(f"the provider refused the request ({status})"), status=status)
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+        return ProviderError(UPSTREAM, "the provider sent a malformed response", status=502)
+    if isinstance(exc, openai.OpenAIError):
+        return ProviderError(UPSTREAM, message("provider call failed"), status=502)
+    raise exc
+
+
+def _retry_after(exc: Any) -> float | None:
+    try:
+        value = exc.response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None

@@ -1,0 +1,453 @@
+"""The routing service: decide (pure core), call the provider (adapter), settle the actual cost.
+
+Failover lives here. When a call fails with a timeout, a connection error, 429, 5xx or an
+unreadable key, the ladder runs again over the models not yet tried (and not skipped by their
+breaker), with what is left of the deadline as the latency limit. A 429 whose ``Retry-After`` fits
+in what is left of the deadline is waited out and the same model tried once more first: the
+cheapest model that meets the constraints is worth a short wait. 400, 401, 403 and 404 end the
+request without failover (a 401 from OpenAI first re-reads the key once, in the provider).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Callable, Iterator, Mapping
+
+from costroute.breaker import CircuitBreakers
+from costroute.core.estimate import cost_usd, estimate_prompt_tokens, output_token_ceiling, prompt_token_bound
+from costroute.core.registry import Model, Registry
+from costroute.core.requests import InvalidRequest, RouteRequest
+from costroute.core.selection import Decision, SelectionRequest, UnknownProviderError, format_usd, select_model
+from costroute.providers.base import (
+    AUTH,
+    BAD_REQUEST,
+    FORBIDDEN,
+    KEY_UNAVAILABLE,
+    NOT_FOUND,
+    RATE_LIMITED,
+    TIMEOUT,
+    Completion,
+    Provider,
+    ProviderCall,
+    ProviderError,
+    StreamPiece,
+)
+
+# Never plan to use the last moments before the platform's own limit.
+DEADLINE_SAFETY_MARGIN_SECONDS = 0.5
+
+
+class RoutingFailed(Exception):
+    """A request that could not be served; carries the HTTP status, error type and attempts."""
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        attempts: tuple["Attempt", ...] = (),
+        trace: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.attempts = attempts
+        self.trace = trace
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One provider call: which model, how it ended, how long it took."""
+
+    model_id: str
+    outcome: str  # "ok" or a ProviderError kind
+    duration_ms: float
+    status: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """The output cap sent with a call and whether the cost ceiling set it."""
+
+    max_tokens: int | None
+    ceiling_applied: bool
+    ceiling_tokens: int | None
+
+
+@dataclass
+class RouteResult:
+    """Everything a response needs: the decision, the call, its usage and its cost."""
+
+    request: RouteRequest
+    decision: Decision
+    model: Model
+    plan: CallPlan
+    trace: list[str]
+    attempts: list[Attempt] = field(default_factory=list)
+    completion: Completion | None = None
+    provider_ms: float = 0.0
+    started_at: float = 0.0
+
+    @property
+    def actual_cost_usd(self) -> Decimal | None:
+        """The cost from the provider's reported usage, exact."""
+        if self.completion is None:
+            return None
+        return cost_usd(self.model, self.completion.prompt_tokens, self.completion.completion_tokens)
+
+
+@dataclass
+class StreamedRoute:
+    """A route whose answer arrives in pieces; ``result.completion`` is set when they end."""
+
+    result: RouteResult
+    pieces: Iterator[StreamPiece]
+
+
+class RouterService:
+    """Routes requests over the registry with the configured providers."""
+
+    def __init__(
+        self,
+        registry: Callable[[], Registry],
+        providers: Mapping[str, Provider],
+        breakers: CircuitBreakers,
+        deadline_seconds: float,
+        provider_timeout_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._registry = registry
+        self._providers = providers
+        self._breakers = breakers
+        self._deadline_seconds = deadline_seconds
+        self._provider_timeout = provider_timeout_seconds
+        self._clock = clock
+        self._sleep = sleep
+
+    def registry(self) -> Registry:
+        """The current registry; raises ConfigError when it cannot be loaded."""
+        return self._registry()
+
+    def availability(self, model: Model) -> str | None:
+        """None when the model can be called now, else why not."""
+        provider = self._providers.get(model.provider)
+        if provider is None:
+            return f"no adapter for provider '{model.provider}'"
+        return provider.availability(model)
+
+    def deadline_seconds(self, time_left_s: float | None) -> float:
+        """The whole request's deadline: the configured one, within the platform's time left."""
+        limit = self._deadline_seconds
+        if time_left_s is not None:
+            limit = min(limit, time_left_s - DEADLINE_SAFETY_MARGIN_SECONDS)
+        return max(limit, 0.0)
+
+    def route(self, request: RouteRequest, time_left_s: float | None = None) -> RouteResult:
+        """Decide, call (with failover) and settle; a dry run stops after deciding."""
+        result, deadline = self._decide(request, time_left_s)
+        if request.dry_run:
+            return result
+        return self._call_with_failover(result, deadline, streaming=False)[0]
+
+    def route_stream(self, request: RouteRequest, time_left_s: float | None = None) -> StreamedRoute:
+        """Decide and start a streamed call; failover happens only before the first piece."""
+        result, deadline = self._decide(request, time_left_s)
+        result, pieces = self._call_with_failover(result, deadline, streaming=True)
+        return StreamedRoute(result=result, pieces=self._settle_stream(result, pieces))
+
+    def _decide(self, request: RouteRequest, time_left_s: float | None) -> tuple[RouteResult, float]:
+        started = self._clock()
+        deadline = started + self.deadline_seconds(time_left_s)
+        registry = self._registry()
+        models = self._candidate_models(registry, request)
+        selection = self._selection_request(request)
+        unavailable, over_budget = self._unavailable(models, request)
+        try:
+            decision = select_model(models, selection, unavailable)
+        except UnknownProviderError as exc:
+            raise InvalidRequest(str(exc), "prefer_provider") from exc
+        trace = list(decision.trace)
+        if request.pinned_model:
+            trace.insert(0, f"Model pinned to {request.pinned_model} by the request: no routing.")
+        if decision.model is None:
+            raise self._no_model(decision, request, over_budget, trace)
+        plan = self._plan(decision.model, request, trace)
+        result = RouteResult(request=request, decision=decision, model=decision.model, plan=plan, trace=trace)
+        result.started_at = started
+        return result, deadline
+
+    def _candidate_models(self, registry: Registry, request: RouteRequest) -> tuple[Model, ...]:
+        if request.pinned_model is None:
+            return registry.models
+        model = registry.get(request.pinned_model)
+        if model is None:
+            raise InvalidRequest(
+                f"model '{request.pinned_model}' is not in the registry; use 'auto' or one of: "
+                + ", ".join(m.id for m in registry.models),
+                "model",
+                status=404,
+            )
+        return (model,)
+
+    @staticmethod
+    def _selection_request(request: RouteRequest) -> SelectionRequest:
+        return SelectionRequest(
+            constraints=request.constraints,
+            input_tokens=estimate_prompt_tokens(request.messages),
+            task_type=request.task_type,
+            expected_output_tokens=request.expected_output_tokens,
+        )
+
+    def _unavailable(self, models: tuple[Model, ...], request: RouteRequest) -> tuple[dict[str, str], set[str]]:
+        """Why each unusable model cannot be used, and which of them the budget rules out.
+
+        Under ``strict_budget``, and for a pinned model, a model whose worst-case input alone could
+        exceed the budget is ruled out: no output cap could then keep the ceiling.
+        """
+        unavailable: dict[str, str] = {}
+        over_budget: set[str] = set()
+        budget = request.constraints.max_cost_usd
+        bound = prompt_token_bound(request.messages)
+        for model in models:
+            reason = self.availability(model) or self._breakers.skip_reason(model.id)
+            if reason is None and budget is not None and (request.constraints.strict_budget or request.pinned_model):
+                if output_token_ceiling(model, budget, bound) == 0:
+                    over_budget.add(model.id)
+                    reason = (
+                        f"the input alone could cost more than the budget of {format_usd(budget)} "
+                        f"(worst case {bound} prompt tokens)"
+                    )
+            if reason is not None:
+                unavailable[model.id] = reason
+        return unavailable, over_budget
+
+    def _plan(self, model: Model, request: RouteRequest, trace: list[str]) -> CallPlan:
+        cap = model.max_output_tokens
+        if request.max_tokens is not None and request.max_tokens < cap:
+            cap = request.max_tokens
+        budget = request.constraints.max_cost_usd
+        if budget is None:
+            return CallPlan(max_tokens=cap, ceiling_applied=False, ceiling_tokens=None)
+        bound = prompt_token_bound(request.messages)
+        ceiling = output_token_ceiling(model, budget, bound)
+        if ceiling == 0:
+            trace.append(
+                f"Cost ceiling: cannot hold for {model.id}: a worst-case prompt of {bound} tokens alone could cost "
+                f"{format_usd(cost_usd(model, bound, 0))}, over the budget of {format_usd(budget)}."
+            )
+            return CallPlan(max_tokens=cap, ceiling_applied=False, ceiling_tokens=0)
+        if ceiling < cap:
+            trace.append(
+                f"Cost ceiling: max_tokens {ceiling} for {model.id}, so that even a worst-case prompt of {bound} "
+                f"tokens and {ceiling} output tokens cost at most {format_usd(budget)}."
+            )
+            return CallPlan(max_tokens=ceiling, ceiling_applied=True, ceiling_tokens=ceiling)
+        return CallPlan(max_tokens=cap, ceiling_applied=False, ceiling_tokens=ceiling)
+
+    def _call_with_failover(
+        self, result: RouteResult, deadline: float, streaming: bool
+    ) -> tuple[RouteResult, Iterator[StreamPiece] | None]:
+        request = result.request
+        models = self._candidate_models(self._registry(), request)
+        tried: dict[str, str] = {}
+        waited_out: set[str] = set()
+        while True:
+            model = result.model
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                result.trace.append("The request's deadline has passed; no further attempt.")
+                raise RoutingFailed(504, "deadline_exceeded", "the request's deadline passed before a model answered",
+                                    tuple(result.attempts), tuple(result.trace))
+            call = ProviderCall(
+                messages=request.raw_messages,
+                max_tokens=result.plan.max_tokens,
+                timeout_s=min(remaining, self._provider_timeout),
+                max_tokens_field=request.max_tokens_field,
+                params=request.provider_params,
+            )
+            provider = self._providers[model.provider]
+            if self._breakers.before_call(model.id):
+                result.trace.append(f"{model.id}: its breaker is half-open; this call is the trial.")
+            began = self._clock()
+            try:
+                if streaming:
+                    pieces = provider.stream(model, call)
+                    outcome: Completion | Iterator[StreamPiece] = pieces
+                else:
+                    outcome = provider.complete(model, call)
+            except ProviderError as exc:
+                duration = (self._clock() - began) * 1000
+                result.provider_ms += duration
+                result.attempts.append(Attempt(model.id, exc.kind, round(duration, 3), exc.status, exc.message))
+                result.trace.append(
+                    f"Attempt {len(result.attempts)}: {model.id} failed after {duration:.0f} ms ({exc.kind}): {exc.message}."
+                )
+                if exc.failover:
+                    self._breakers.record_failure(model.id)
+                else:
+                    self._breakers.release(model.id)
+                    raise self._fatal(exc, result) from exc
+                if self._wait_out_rate_limit(exc, model, deadline, waited_out, result):
+                    continue
+                tried[model.id] = f"already tried: {exc.kind}"
+                self._fail_over(result, models, tried, deadline, exc)
+                continue
+            duration = (self._clock() - began) * 1000
+            self._breakers.record_success(model.id)
+            if streaming:
+                result.attempts.append(Attempt(model.id, "ok", round(duration, 3)))
+                return result, outcome  # type: ignore[return-value]
+            assert isinstance(outcome, Completion)
+            result.provider_ms += duration
+            result.completion = outcome
+            result.attempts.append(Attempt(model.id, "ok", round(duration, 3)))
+            self._trace_settlement(result)
+            return result, None
+
+    def _wait_out_rate_limit(
+        self, exc: ProviderError, model: Model, deadline: float, waited_out: set[str], result: RouteResult
+    ) -> bool:
+        if exc.kind != RATE_LIMITED or exc.retry_after_s is None or model.id in waited_out:
+            return False
+        left = deadline - self._clock()
+        needed = exc.retry_after_s + model.latency_ms / 1000
+        if needed > left:
+            result.trace.append(
+                f"Retry-After {exc.retry_after_s:g} s plus {model.id}'s {model.latency_ms} ms does not fit the "
+                f"{left:.1f} s left; not waiting."
+            )
+            return False
+        result.trace.append(f"Honouring Retry-After: waiting {exc.retry_after_s:g} s, then trying {model.id} once more.")
+        waited_out.add(model.id)
+        self._sleep(exc.retry_after_s)
+        return True
+
+    def _fail_over(
+        self,
+        result: RouteResult,
+        models: tuple[Model, ...],
+        tried: dict[str, str],
+        deadline: float,
+        exc: ProviderError,
+    ) -> None:
+        request = result.request
+        if request.pinned_model:
+            raise self._exhausted(result, exc, "the pinned model failed and a pinned request does not fail over")
+        left_ms = int((deadline - self._clock()) * 1000)
+        limit = left_ms if request.constraints.max_latency_ms is None else min(left_ms, request.constraints.max_latency_ms)
+        selection = dataclasses.replace(
+            self._selection_request(request),
+            constraints=dataclasses.replace(request.constraints, max_latency_ms=max(limit, 1)),
+        )
+        unavailable = {**self._unavailable(models, request)[0], **tried}
+        decision = select_model(models, selection, unavailable)
+        result.trace.append(
+            f"Failover: the ladder runs again over the models not yet tried, with a latency limit of "
+            f"{max(limit, 1)} ms (what is left of the deadline and the caller's limit)."
+        )
+        result.trace.extend(f"  {line}" for line in decision.trace[2:])
+        if decision.model is None:
+            raise self._exhausted(result, exc, decision.failure or "no model left")
+        result.decision = decision
+        result.model = decision.model
+        result.plan = self._plan(decision.model, request, result.trace)
+
+    def _settle_stream(self, result: RouteResult, pieces: Iterator[StreamPiece] | None) -> Iterator[StreamPiece]:
+        assert pieces is not None
+        began = self._clock()
+        texts: list[str] = []
+        finish = "stop"
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
+        for piece in pieces:
+            if piece.text:
+                texts.append(piece.text)
+            if piece.finish_reason:
+                finish = piece.finish_reason
+                prompt_tokens = piece.prompt_tokens
+                completion_tokens = piece.completion_tokens
+            yield piece
+        text = "".join(texts)
+        messages = result.request.messages
+        result.provider_ms += (self._clock() - began) * 1000
+        result.completion = Completion(
+            text=text,
+            prompt_tokens=prompt_tokens if prompt_tokens is not None else estimate_prompt_tokens(messages),
+            completion_tokens=completion_tokens if completion_tokens is not None else 0,
+            finish_reason=finish,
+            latency_ms=result.provider_ms,
+            latency_kind="measured",
+        )
+        self._trace_settlement(result)
+
+    @staticmethod
+    def _trace_settlement(result: RouteResult) -> None:
+        completion = result.completion
+        assert completion is not None
+        actual = result.actual_cost_usd
+        budget = result.request.constraints.max_cost_usd
+        line = (
+            f"Settled: {result.model.id} reported {completion.prompt_tokens} prompt and "
+            f"{completion.completion_tokens} completion tokens, costing {format_usd(actual)} "
+            f"(estimated {format_usd(result.decision.estimate.cost_usd if result.decision.estimate else None)})"
+        )
+        if budget is not None:
+            line += f"; budget {format_usd(budget)}"
+        result.trace.append(line + ".")
+        if completion.finish_reason == "length" and result.plan.ceiling_applied:
+            result.trace.append("The answer was cut at the cost ceiling's max_tokens (finish_reason 'length').")
+
+    @staticmethod
+    def _no_model(decision: Decision, request: RouteRequest, over_budget: set[str], trace: list[str]) -> RoutingFailed:
+        excluded = {c.model.id: c.reason for c in decision.candidates if c.verdict == "excluded"}
+        if request.pinned_model:
+            reason = excluded.get(request.pinned_model, decision.failure or "unavailable")
+            budget_bound = request.pinned_model in over_budget or decision.budget_refused
+            return RoutingFailed(
+                402 if budget_bound else 503,
+                "budget_exceeded" if budget_bound else "model_unavailable",
+                f"model {request.pinned_model} cannot be used: {reason}",
+                trace=tuple(trace),
+            )
+        reasons = "; ".join(f"{model_id}: {why}" for model_id, why in excluded.items())
+        if decision.budget_refused or over_budget:
+            return RoutingFailed(402, "budget_exceeded", f"{_capitalise(decision.failure or '')}: {reasons}", trace=tuple(trace))
+        return RoutingFailed(503, "no_model_available", f"{_capitalise(decision.failure or 'no model')}: {reasons}",
+                             trace=tuple(trace))
+
+    @staticmethod
+    def _fatal(exc: ProviderError, result: RouteResult) -> RoutingFailed:
+        status, error_type = {
+            AUTH: (502, "upstream_auth_error"),
+            FORBIDDEN: (502, "upstream_forbidden"),
+            NOT_FOUND: (502, "upstream_model_not_found"),
+            BAD_REQUEST: (400, "upstream_bad_request"),
+        }.get(exc.kind, (502, "upstream_error"))
+        return RoutingFailed(status, error_type, f"{result.model.id}: {exc.message}", tuple(result.attempts), tuple(result.trace))
+
+    @staticmethod
+    def _exhausted(result: RouteResult, exc: ProviderError, why: str) -> RoutingFailed:
+        status, error_type = {
+            TIMEOUT: (504, "upstream_timeout"),
+            RATE_LIMITED: (503, "upstream_rate_limited"),
+            KEY_UNAVAILABLE: (503, "key_unavailable"),
+        }.get(exc.kind, (502, "upstream_error"))
+        attempts = "; ".join(f"{a.model_id}: {a.outcome}" for a in result.attempts)
+        result.trace.append(f"No model left to try: {why}.")
+        return RoutingFailed(
+            status,
+            error_type,
+            f"every attempt failed ({attempts}); last: {exc.message}",
+            tuple(result.attempts),
+            tuple(result.trace),
+        )
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
