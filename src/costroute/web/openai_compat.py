@@ -142,37 +142,41 @@ def _number_text(value: float | None) -> str:
 def _sse(
     result: RouteResult, pieces: Iterator[Any], completion_id: str, created: int, include_usage: bool
 ) -> Iterator[str]:
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        payload: dict[str, Any] = {
+    def payload(delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": result.model.id,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
-        payload.update(extra)
-        return f"data: {json.dumps(payload)}\n\n"
+        if include_usage:
+            # As OpenAI does with include_usage: every chunk carries "usage", null until the last.
+            body["usage"] = None
+        return body
 
-    yield chunk({"role": "assistant", "content": ""})
+    def event(body: dict[str, Any]) -> str:
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield event(payload({"role": "assistant", "content": ""}))
     try:
         for piece in pieces:
             if piece.text:
-                yield chunk({"content": piece.text})
+                yield event(payload({"content": piece.text}))
     except ProviderError as exc:
         # The status line is already sent: report the failure in the stream, as OpenAI does.
         error = {"error": {"type": "upstream_error", "message": exc.message, "param": None, "code": exc.kind}}
-        yield f"data: {json.dumps(error)}\n\n"
+        yield event(error)
         yield "data: [DONE]\n\n"
         return
     completion = result.completion
     assert completion is not None
-    yield chunk({}, completion.finish_reason)
+    yield event(payload({}, completion.finish_reason))
     if include_usage:
-        final = json.loads(chunk({}))
-        final["choices"] = []
+        final = payload(None)
         final["usage"] = _openai_usage(result)
         final["routing"] = routing_summary(result)
-        yield f"data: {json.dumps(final)}\n\n"
+        yield event(final)
     yield "data: [DONE]\n\n"
 
 
