@@ -1,0 +1,124 @@
+"""The OpenAI provider through /route against a local fake OpenAI server, driven by the real SDK."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Iterator
+
+import pytest
+from flask import Flask
+
+from tests.fakes.fake_openai import FakeOpenAI, malformed, reply, slow, status
+
+KEY = "sk-test-provider-key-5f2c9a"
+REGISTRY = json.dumps(
+    [
+        ["mock", "basic", 1, 0.0001, 0.0002, 150, 1024],
+        {"provider": "openai", "name": "gpt-4o-mini", "quality": 4, "in_cost_per_1k": 0.00015,
+         "out_cost_per_1k": 0.0006, "latency_ms": 800, "max_output_tokens": 4096},
+    ]
+)
+TO_OPENAI = {"input": "Write a haiku about the sea.", "constraints": {"min_quality": 4}}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI server that accepts KEY."""
+    server = FakeOpenAI(api_key=KEY)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def openai_client(make_app: Callable[..., Flask], fake: FakeOpenAI) -> Any:
+    """The app with the mock tier and one OpenAI model served by the fake."""
+    app = make_app(models_config_json=REGISTRY, openai_api_key=KEY, openai_base_url=fake.base_url,
+                   provider_timeout_seconds=2.0)
+    return app.test_client()
+
+
+def route(client: Any, body: dict[str, Any]) -> Any:
+    """POST /route."""
+    return client.post("/route", data=json.dumps(body))
+
+
+def test_routes_to_openai_and_settles_actual_cost_from_usage(openai_client: Any, fake: FakeOpenAI) -> None:
+    response = route(openai_client, TO_OPENAI)
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["model"] == "openai:gpt-4o-mini"
+    assert body["response"] == "[FAKE:gpt-4o-mini] Write a haiku about the sea."
+    assert body["provider_latency_kind"] == "measured"
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == len("Write a haiku about the sea.") + 4 + 3
+    assert usage["cost_usd"] == pytest.approx((usage["prompt_tokens"] * 0.00015 + usage["completion_tokens"] * 0.0006) / 1000)
+    (recorded,) = fake.chat_requests
+    assert recorded.headers["authorization"] == f"Bearer {KEY}"
+    assert recorded.body["model"] == "gpt-4o-mini"
+    assert recorded.body["messages"] == [{"role": "user", "content": "Write a haiku about the sea."}]
+    assert recorded.body["max_tokens"] == 4096
+
+
+def test_upstream_500_fails_over_down_the_ladder(openai_client: Any, fake: FakeOpenAI) -> None:
+    fake.set_default(status(500))
+    body = route(openai_client, TO_OPENAI)
+    # Failover re-runs the ladder without the failed model: only mock:basic is left, below the
+    # quality floor, so the ladder descends (quality relaxed) as it would have without OpenAI.
+    payload = body.get_json()
+    assert body.status_code == 200
+    assert payload["model"] == "mock:basic"
+    assert [a["outcome"] for a in payload["attempts"]] == ["upstream", "ok"]
+
+
+def test_upstream_failure_with_no_fallback_is_502(make_app: Callable[..., Flask], fake: FakeOpenAI) -> None:
+    only_openai = json.dumps([json.loads(REGISTRY)[1]])
+    client = make_app(models_config_json=only_openai, openai_api_key=KEY, openai_base_url=fake.base_url).test_client()
+    fake.set_default(status(500, message="the upstream broke"))
+    response = route(client, TO_OPENAI)
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert error["type"] == "upstream_error" and "500" in error["message"]
+    assert [a["model"] for a in error["attempts"]] == ["openai:gpt-4o-mini"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status_code", "error_type"),
+    [
+        (status(401), 502, "upstream_auth_error"),
+        (status(429, retry_after=60), 503, "upstream_rate_limited"),
+        (slow(3.0), 504, "upstream_timeout"),
+        (malformed(), 502, "upstream_error"),
+        (status(400, message="bad temperature"), 400, "upstream_bad_request"),
+    ],
+)
+def test_sdk_errors_are_translated_and_never_leak_the_key(
+    make_app: Callable[..., Flask], fake: FakeOpenAI, caplog: pytest.LogCaptureFixture,
+    behaviour: Any, status_code: int, error_type: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    only_openai = json.dumps([json.loads(REGISTRY)[1]])
+    client = make_app(models_config_json=only_openai, openai_api_key=KEY, openai_base_url=fake.base_url,
+                      provider_timeout_seconds=0.5).test_client()
+    fake.set_default(behaviour)
+    response = route(client, TO_OPENAI)
+    assert response.status_code == status_code, response.get_data(as_text=True)
+    assert response.get_json()["error"]["type"] == error_type
+    assert KEY not in response.get_data(as_text=True)
+    assert KEY not in caplog.text
+
+
+def test_wrong_key_is_reported_without_echoing_it(make_app: Callable[..., Flask], fake: FakeOpenAI) -> None:
+    wrong = "sk-test-wrong-key-77aa"
+    only_openai = json.dumps([json.loads(REGISTRY)[1]])
+    client = make_app(models_config_json=only_openai, openai_api_key=wrong, openai_base_url=fake.base_url).test_client()
+    response = route(client, TO_OPENAI)
+    assert response.status_code == 502
+    assert wrong not in response.get_data(as_text=True) and KEY not in response.get_data(as_text=True)
+
+
+def test_answer_text_comes_from_the_provider(openai_client: Any, fake: FakeOpenAI) -> None:
+    fake.enqueue(reply("The sea breathes."))
+    assert route(openai_client, TO_OPENAI).get_json()["response"] == "The sea breathes."
