@@ -79,15 +79,15 @@ class Runtime:
 
     def health(self) -> dict[str, Any]:
         """Status, version, registry and key sources with their ages; never a secret."""
-        registry_status = self.registry.status()
-        registry: dict[str, Any] = _cache_status(registry_status)
         status = "ok"
         try:
-            registry["models"] = len(self.registry.get().models)
+            models: int = len(self.registry.get().models)
+            error = None
         except ConfigError as exc:
-            status = "degraded"
-            registry["models"] = 0
-            registry["error"] = str(exc)
+            status, models, error = "degraded", 0, str(exc)
+        registry: dict[str, Any] = {**_cache_status(self.registry.status()), "models": models}
+        if error is not None:
+            registry["error"] = error
         return {
             "status": status,
             "version": __version__,

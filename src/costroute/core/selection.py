@@ -101,7 +101,7 @@ class Rung:
         condition = " and ".join(parts) if parts else "any model"
         relaxed = {1: "", 2: ", budget relaxed", 3: ", quality relaxed", 4: ", everything relaxed"}[self.number]
         goal = "the cheapest" if self.objective == "cost" else "the highest quality, then the cheapest"
-        return f"rung {self.number} ({condition}{relaxed}): {goal}"
+        return f"rung {self.number} ({condition}{relaxed}; pick {goal})"
 
 
 RUNGS: tuple[Rung, ...] = (
@@ -199,7 +199,8 @@ def select_model(
         pick = ordered[0]
         shown = ", ".join(f"{m.id} ({format_usd(estimates[m.id].cost_usd)}, quality {m.quality})" for m in ordered[:TRACE_LISTED])
         more = f" and {len(ordered) - TRACE_LISTED} more" if len(ordered) > TRACE_LISTED else ""
-        trace.append(f"{_capitalise(description)}: {len(members)} model(s) qualify, best first: {shown}{more}.")
+        count = "1 model qualifies" if len(members) == 1 else f"{len(members)} models qualify, best first"
+        trace.append(f"{_capitalise(description)}: {count}: {shown}{more}.")
         _explain_ties(rung, ordered, estimates, trace)
         pick = _apply_provider_bias(rung, ordered, pick, constraints.prefer_provider, estimates, trace)
         trace.append(
