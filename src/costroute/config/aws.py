@@ -3,17 +3,57 @@
 boto3 is imported, and each client created, on first use only, then reused while the process
 lives. AWS errors become ``ConfigError`` with the parameter or secret named and AWS's own code
 and message (which never carry the secret's value).
+
+botocore logs every response body at DEBUG (logger ``botocore.parsers``), a Secrets Manager
+secret or a decrypted SecureString included. The first client created installs a filter on that
+logger which blanks such bodies, so ``LOG_LEVEL=DEBUG`` never writes the OpenAI key to the logs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 from typing import Any
 
 from costroute.config.cache import ConfigError
 
 KEY_FIELD = "OPENAI_API_KEY"
+
+# botocore's logger that writes "Response body:\n%r" at DEBUG.
+BOTOCORE_BODY_LOGGER = "botocore.parsers"
+_SECRET_BODY = re.compile(r'"(?:SecretString|SecretBinary)"|"Type"\s*:\s*"SecureString"')
+REDACTED_BODY = "<response body withheld by costroute: it holds a secret>"
+
+
+class SecretBodyFilter(logging.Filter):
+    """Blanks log arguments that are AWS response bodies holding a secret or a SecureString value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, with any secret-holding argument replaced."""
+        args = record.args
+        if isinstance(args, tuple) and any(_holds_secret(arg) for arg in args):
+            record.args = tuple(REDACTED_BODY if _holds_secret(arg) else arg for arg in args)
+        elif isinstance(record.msg, (str, bytes)) and _holds_secret(record.msg):
+            record.msg, record.args = REDACTED_BODY, None
+        return True
+
+
+def _holds_secret(value: Any) -> bool:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    return isinstance(value, str) and _SECRET_BODY.search(value) is not None
+
+
+_BODY_FILTER = SecretBodyFilter()
+
+
+def install_log_redaction() -> None:
+    """Attach the filter to botocore's body logger (idempotent)."""
+    logger = logging.getLogger(BOTOCORE_BODY_LOGGER)
+    if _BODY_FILTER not in logger.filters:
+        logger.addFilter(_BODY_FILTER)
 
 
 class AwsClients:
@@ -29,6 +69,7 @@ class AwsClients:
             if service not in self._clients:
                 import boto3  # deferred: ~165 ms, paid only when an AWS source is configured
 
+                install_log_redaction()
                 self._clients[service] = boto3.client(service)
             return self._clients[service]
 
