@@ -53,6 +53,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     breaker_failure_threshold: int = DEFAULT_BREAKER_FAILURES
     breaker_cooldown_seconds: float = DEFAULT_BREAKER_COOLDOWN_SECONDS
+    log_level: str = "INFO"
 
     @property
     def openai_key_configured(self) -> bool:
@@ -99,6 +100,7 @@ class Settings:
             breaker_cooldown_seconds=_number(
                 env, "BREAKER_COOLDOWN_SECONDS", DEFAULT_BREAKER_COOLDOWN_SECONDS, minimum=0
             ),
+            log_level=_log_level(env),
         )
 
 
@@ -123,3 +125,13 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if raw not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return raw

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 
 from costroute.bootstrap import Runtime, build_runtime
@@ -17,6 +19,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     if runtime is None:
         runtime = build_runtime(settings or Settings.from_env())
+    logging.getLogger("costroute").setLevel(runtime.settings.log_level)
     app = Flask("costroute")
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
