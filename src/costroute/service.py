@@ -207,8 +207,11 @@ class RouterService:
     def _unavailable(self, models: tuple[Model, ...], request: RouteRequest) -> tuple[dict[str, str], set[str]]:
         """Why each unusable model cannot be used, and which of them the budget rules out.
 
-        Under ``strict_budget``, and for a pinned model, a model whose worst-case input alone could
-        exceed the budget is ruled out: no output cap could then keep the ceiling.
+        ``max_cost_usd`` is a hard ceiling whether or not ``strict_budget`` is set: a model whose
+        worst-case input alone could exceed the budget is ruled out, because no output cap could
+        then keep the ceiling. (``strict_budget`` is about the *estimate*: without it, the ladder's
+        relaxed rungs may still pick a model whose estimated cost is over the budget, and the
+        ceiling then cuts its output.)
         """
         unavailable: dict[str, str] = {}
         over_budget: set[str] = set()
@@ -216,7 +219,7 @@ class RouterService:
         bound = prompt_token_bound(request.messages)
         for model in models:
             reason = self.availability(model) or self._breakers.skip_reason(model.id)
-            if reason is None and budget is not None and (request.constraints.strict_budget or request.pinned_model):
+            if reason is None and budget is not None:
                 if output_token_ceiling(model, budget, bound) == 0:
                     over_budget.add(model.id)
                     reason = (
@@ -237,11 +240,13 @@ class RouterService:
         bound = prompt_token_bound(request.messages)
         ceiling = output_token_ceiling(model, budget, bound)
         if ceiling == 0:
-            trace.append(
+            # _unavailable rules such a model out before selection; calling it could break the ceiling.
+            message = (
                 f"Cost ceiling: cannot hold for {model.id}: a worst-case prompt of {bound} tokens alone could cost "
                 f"{format_usd(cost_usd(model, bound, 0))}, over the budget of {format_usd(budget)}."
             )
-            return CallPlan(max_tokens=cap, ceiling_applied=False, ceiling_tokens=0)
+            trace.append(message)
+            raise RoutingFailed(402, "budget_exceeded", message, trace=tuple(trace))
         if ceiling < cap:
             trace.append(
                 f"Cost ceiling: max_tokens {ceiling} for {model.id}, so that even a worst-case prompt of {bound} "

@@ -116,10 +116,17 @@ class OpenAIProvider:
             return self._client, key
 
     def _request_args(self, model: Model, call: ProviderCall) -> dict[str, Any]:
-        args: dict[str, Any] = dict(call.params)
-        args.update(model=model.name, messages=list(call.messages), timeout=call.timeout_s)
+        """The SDK's arguments. The caller's pass-through fields go in ``extra_body``, never as
+        keyword arguments: an unknown field would be a TypeError, and the SDK's own ``extra_body``,
+        ``extra_headers`` or ``timeout`` from a request body could override the output cap (and so
+        the cost ceiling) or the deadline. Fields the router sets itself are dropped from them."""
+        own = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"}
+        passthrough = {key: value for key, value in call.params.items() if key not in own}
+        args: dict[str, Any] = {"model": model.name, "messages": list(call.messages), "timeout": call.timeout_s}
         if call.max_tokens is not None:
             args[call.max_tokens_field] = call.max_tokens
+        if passthrough:
+            args["extra_body"] = passthrough
         return args
 
     def _complete_once(self, client: Any, key: str, model: Model, call: ProviderCall) -> Completion:
