@@ -283,6 +283,17 @@ def test_models_registry_parameter(template):
     assert all(len(row) == 7 and row[0] == "mock" for row in registry)
 
 
+def test_template_registry_is_the_builtin_default(template):
+    """The registry the stack seeds into SSM is the one the service uses without configuration."""
+    from costroute.bootstrap import KNOWN_PROVIDERS
+    from costroute.core.registry import default_registry_json, parse_registry_json
+
+    text = template["Resources"]["ModelsRegistryParameter"]["Properties"]["Value"]
+    assert json.loads(text) == json.loads(default_registry_json())
+    # Exactly, prices included: compared as parsed Decimals, not only as floats.
+    assert parse_registry_json(text, KNOWN_PROVIDERS) == parse_registry_json(default_registry_json(), KNOWN_PROVIDERS)
+
+
 # --------------------------------------------------------------------------- IAM
 
 
