@@ -30,7 +30,15 @@ def _application() -> Callable[..., Iterable[bytes]]:
             remaining = getattr(context, "get_remaining_time_in_millis", None)
             if callable(remaining):
                 environ[TIME_LEFT_ENVIRON_KEY] = remaining() / 1000
-            return flask_app(environ, start_response)
+            body = flask_app(environ, start_response)
+            # aws-wsgi never calls close() on the response, so call_on_close hooks would not run:
+            # read the body here and close it, as the WSGI spec asks of a server.
+            try:
+                return [b"".join(body)]
+            finally:
+                close = getattr(body, "close", None)
+                if callable(close):
+                    close()
 
         _app = with_time_left
     return _app
@@ -43,15 +51,24 @@ def normalise_event(event: Any) -> dict[str, Any]:
     event.setdefault("path", "/")
     for key in ("queryStringParameters", "multiValueQueryStringParameters", "pathParameters", "stageVariables"):
         event.setdefault(key, None)
+    multi_headers = event.get("multiValueHeaders")
+    if not isinstance(multi_headers, dict):
+        multi_headers = event["multiValueHeaders"] = {}
     if not isinstance(event.get("headers"), dict):
-        event["headers"] = {}
-    if not isinstance(event.get("multiValueHeaders"), dict):
-        event["multiValueHeaders"] = {}
+        # aws-wsgi reads only ``headers``: take the last of each multi-value header instead.
+        event["headers"] = _last_values(multi_headers)
+    if event["queryStringParameters"] is None and isinstance(event["multiValueQueryStringParameters"], dict):
+        event["queryStringParameters"] = _last_values(event["multiValueQueryStringParameters"])
     if not isinstance(event.get("requestContext"), dict):
         event["requestContext"] = {}
     event["body"] = event.get("body") or ""
     event["isBase64Encoded"] = bool(event.get("isBase64Encoded"))
     return event
+
+
+def _last_values(multi: dict[str, Any]) -> dict[str, Any]:
+    """The last value of each non-empty list in a multi-value mapping."""
+    return {name: values[-1] for name, values in multi.items() if isinstance(values, list) and values}
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:

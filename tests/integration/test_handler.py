@@ -172,6 +172,75 @@ def test_query_string_parameters_are_passed_through() -> None:
     check_health(response["statusCode"], body)
 
 
+def test_only_multi_value_headers_are_read_last_value_wins() -> None:
+    """An event with multiValueHeaders but no headers: the routing header still reaches the app."""
+    event = {
+        "httpMethod": "POST",
+        "path": "/v1/chat/completions",
+        "multiValueHeaders": {"Content-Type": ["application/json"], "x-route-min-quality": ["1", "5"]},
+        "body": json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
+    }
+    response, body = invoke(event)
+    assert response["statusCode"] == 200, body
+    assert body["model"] == "mock:premium"  # the only built-in model of quality 5
+    assert response["headers"]["x-route-model"] == "mock:premium"
+
+
+def test_only_multi_value_query_string_parameters_are_read() -> None:
+    seen: list[dict[str, str]] = []
+    event = {"httpMethod": "GET", "path": "/health", "multiValueQueryStringParameters": {"a": ["1", "2"]}}
+    with AppInstaller(lambda app: app.before_request(lambda: seen.append(dict(_request_args())))):
+        response, _ = invoke(event)
+    assert response["statusCode"] == 200
+    assert seen == [{"a": "2"}]
+
+
+def test_the_response_is_closed_so_call_on_close_hooks_run() -> None:
+    """aws-wsgi never closes the WSGI response; the handler does."""
+    closed: list[str] = []
+
+    def install(app: Any) -> None:
+        @app.after_request
+        def _hook(response: Any) -> Any:
+            response.call_on_close(lambda: closed.append("closed"))
+            return response
+
+    with AppInstaller(install):
+        response, _ = invoke(load_event("route.json"))
+    assert response["statusCode"] == 200
+    assert closed == ["closed"]
+
+
+def _request_args() -> Any:
+    """The current Flask request's query arguments."""
+    from flask import request
+
+    return request.args.to_dict()
+
+
+class AppInstaller:
+    """Context manager: the handler's next app gets ``install(app)`` applied to it."""
+
+    def __init__(self, install: Callable[[Any], None]) -> None:
+        self.install = install
+        self.patch = pytest.MonkeyPatch()
+
+    def __enter__(self) -> None:
+        import costroute.web
+
+        real = costroute.web.create_app
+
+        def create_app(*args: Any, **kwargs: Any) -> Any:
+            app = real(*args, **kwargs)
+            self.install(app)
+            return app
+
+        self.patch.setattr(costroute.web, "create_app", create_app)
+
+    def __exit__(self, *exc: object) -> None:
+        self.patch.undo()
+
+
 def test_post_without_headers() -> None:
     response, body = invoke({"httpMethod": "POST", "path": "/route", "body": json.dumps(HAIKU_REQUEST)})
     check_route(response["statusCode"], body)
