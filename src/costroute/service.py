@@ -358,7 +358,11 @@ class RouterService:
         )
         result.trace.extend(f"  {line}" for line in decision.trace[2:])
         if decision.model is None:
-            raise self._exhausted(result, exc, decision.failure or "no model left")
+            untried = [
+                f"{c.model.id} ({c.reason})" for c in decision.candidates if c.verdict == "excluded" and c.model.id not in tried
+            ]
+            why = decision.failure or "no model left"
+            raise self._exhausted(result, exc, why + (f"; not tried: {'; '.join(untried)}" if untried else ""))
         result.decision = decision
         result.model = decision.model
         result.plan = self._plan(decision.model, request, result.trace)
