@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from moto import mock_aws
 
+from costroute.config.aws import AwsClients
 from tests.conftest import FakeClock
 from tests.fakes.fake_openai import FakeOpenAI, status
 from tests.payloads import HAIKU_REQUEST, repo_root
@@ -151,6 +152,44 @@ def test_failed_refresh_keeps_the_last_good_value_and_warns(
     health = app.test_client().get("/health").get_json()
     assert health["status"] == "ok"
     assert PARAMETER in health["registry"]["last_error"]
+
+
+def test_age_after_a_failed_refresh_is_the_age_of_the_value_kept(
+    aws: None, make_app: Callable[..., Flask], clock: FakeClock
+) -> None:
+    """/health must not present a stale registry as fresh: its age counts from the last good load."""
+    clients = AwsClients()
+    reads = count_calls(clients, "ssm", "GetParameter")
+    put_parameter(json.dumps(MOCK_ROWS))
+    app = make_app(
+        runtime_kwargs={"clock": clock, "aws_clients": clients},
+        models_config_ssm_parameter=PARAMETER,
+        config_ttl_seconds=TTL,
+    )
+    model_ids(app)
+    boto3.client("ssm").delete_parameter(Name=PARAMETER)
+    clock.advance(TTL + 1)
+    model_ids(app)  # the failed refresh
+    assert len(reads) == 2
+    clock.advance(5)
+    registry = app.test_client().get("/health").get_json()["registry"]
+    assert registry["age_seconds"] == TTL + 6
+    assert "ParameterNotFound" in registry["last_error"]
+    # A failed refresh is retried after another TTL, not on every request.
+    model_ids(app)
+    assert len(reads) == 2
+    clock.advance(TTL)
+    model_ids(app)
+    assert len(reads) == 3
+
+
+def count_calls(clients: AwsClients, service: str, operation: str) -> list[str]:
+    """A list that grows by one at every ``operation`` call made through ``clients``."""
+    calls: list[str] = []
+    clients.client(service).meta.events.register(
+        f"before-call.{service}.{operation}", lambda **_: calls.append(operation)
+    )
+    return calls
 
 
 def test_recovered_parameter_is_used_after_a_failed_refresh(

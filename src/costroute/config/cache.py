@@ -49,7 +49,9 @@ class CachedValue(Generic[T]):
         self._clock = clock
         self._lock = threading.Lock()
         self._value: T | None = None
+        # When the value was fetched (its age), and when the source was last tried (the TTL's start).
         self._loaded_at: float | None = None
+        self._checked_at: float | None = None
         self._last_error: str | None = None
         self._failed_at: float | None = None
 
@@ -57,7 +59,7 @@ class CachedValue(Generic[T]):
         """The cached value, fetched again when older than the TTL."""
         with self._lock:
             now = self._clock()
-            if self._loaded_at is not None and now - self._loaded_at < self._ttl:
+            if self._checked_at is not None and now - self._checked_at < self._ttl:
                 return self._value  # type: ignore[return-value]
             if self._loaded_at is None and self._failed_at is not None:
                 if now - self._failed_at < min(self._ttl, FAILED_LOAD_RETRY_SECONDS):
@@ -82,13 +84,13 @@ class CachedValue(Generic[T]):
             self._last_error = str(exc)
             if self._loaded_at is not None:
                 logger.warning("refresh of %s failed, keeping the last good value: %s", self.source, exc)
-                # Try again after another TTL rather than on every request.
-                self._loaded_at = now
+                # Try again after another TTL rather than on every request; the value keeps its age.
+                self._checked_at = now
                 return self._value  # type: ignore[return-value]
             self._failed_at = now
             raise
         self._value = value
-        self._loaded_at = now
+        self._loaded_at = self._checked_at = now
         self._last_error = None
         self._failed_at = None
         return value
