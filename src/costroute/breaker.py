@@ -13,6 +13,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+@dataclass(frozen=True)
+class Permit:
+    """Whether a call may start now, whether it is the half-open trial, and why not when refused."""
+
+    allowed: bool
+    trial: bool = False
+    reason: str | None = None
+
+
 @dataclass
 class _State:
     failures: int = 0
@@ -33,27 +42,37 @@ class CircuitBreakers:
     def skip_reason(self, model_id: str) -> str | None:
         """Why the model must be skipped now, or None when it may be called."""
         with self._lock:
-            state = self._states.get(model_id)
-            if state is None or state.opened_at is None:
-                return None
-            waited = self._clock() - state.opened_at
-            if waited < self._cooldown:
-                return (
-                    f"circuit open after {state.failures} consecutive failures; "
-                    f"trial in {self._cooldown - waited:.1f} s"
-                )
-            if state.trial_in_flight:
-                return "circuit half-open; a trial request is in flight"
-            return None
+            return self._skip_reason(self._states.get(model_id))
 
-    def before_call(self, model_id: str) -> bool:
-        """Note that a call starts; True when it is the half-open trial."""
+    def _skip_reason(self, state: _State | None) -> str | None:
+        if state is None or state.opened_at is None:
+            return None
+        waited = self._clock() - state.opened_at
+        if waited < self._cooldown:
+            return f"circuit open after {state.failures} consecutive failures; trial in {self._cooldown - waited:.1f} s"
+        if state.trial_in_flight:
+            return "circuit half-open; a trial request is in flight"
+        return None
+
+    def acquire(self, model_id: str) -> Permit:
+        """Check and claim in one step: a call may start, as the half-open trial or not, or is refused.
+
+        ``skip_reason`` is read when the ladder runs; between then and the call another request may
+        have taken the one trial, so the call itself must claim it atomically.
+        """
         with self._lock:
             state = self._states.get(model_id)
+            reason = self._skip_reason(state)
+            if reason is not None:
+                return Permit(allowed=False, reason=reason)
             if state is None or state.opened_at is None:
-                return False
+                return Permit(allowed=True)
             state.trial_in_flight = True
-            return True
+            return Permit(allowed=True, trial=True)
+
+    def before_call(self, model_id: str) -> bool:
+        """Note that a call starts; True when it is the half-open trial (see ``acquire``)."""
+        return self.acquire(model_id).trial
 
     def record_success(self, model_id: str) -> None:
         """A call succeeded: the breaker closes."""

@@ -262,6 +262,7 @@ class RouterService:
         models = self._candidate_models(self._registry(), request)
         tried: dict[str, str] = {}
         waited_out: set[str] = set()
+        last_error: ProviderError | None = None
         while True:
             model = result.model
             remaining = deadline - self._clock()
@@ -277,7 +278,14 @@ class RouterService:
                 params=request.provider_params,
             )
             provider = self._providers[model.provider]
-            if self._breakers.before_call(model.id):
+            permit = self._breakers.acquire(model.id)
+            if not permit.allowed:
+                # Another request took the half-open trial after the ladder ran: skip, not an attempt.
+                result.trace.append(f"{model.id}: skipped at call time: {permit.reason}.")
+                tried[model.id] = permit.reason or "circuit open"
+                self._fail_over(result, models, tried, deadline, last_error)
+                continue
+            if permit.trial:
                 result.trace.append(f"{model.id}: its breaker is half-open; this call is the trial.")
             began = self._clock()
             try:
@@ -286,7 +294,12 @@ class RouterService:
                     outcome: Completion | Iterator[StreamPiece] = pieces
                 else:
                     outcome = provider.complete(model, call)
-            except ProviderError as exc:
+            except BaseException as exc:
+                if not isinstance(exc, ProviderError):
+                    # A programming error, not the model's verdict: never leave its trial slot taken.
+                    self._breakers.release(model.id)
+                    raise
+                last_error = exc
                 duration = (self._clock() - began) * 1000
                 result.provider_ms += duration
                 result.attempts.append(Attempt(model.id, exc.kind, round(duration, 3), exc.status, exc.message))
@@ -339,8 +352,9 @@ class RouterService:
         models: tuple[Model, ...],
         tried: dict[str, str],
         deadline: float,
-        exc: ProviderError,
+        exc: ProviderError | None,
     ) -> None:
+        """Choose the next model; ``exc`` is the failure that ended the last attempt, if one was made."""
         request = result.request
         if request.pinned_model:
             raise self._exhausted(result, exc, "the pinned model failed and a pinned request does not fail over")
@@ -441,18 +455,22 @@ class RouterService:
         return RoutingFailed(status, error_type, f"{result.model.id}: {exc.message}", tuple(result.attempts), tuple(result.trace))
 
     @staticmethod
-    def _exhausted(result: RouteResult, exc: ProviderError, why: str) -> RoutingFailed:
-        status, error_type = {
-            TIMEOUT: (504, "upstream_timeout"),
-            RATE_LIMITED: (503, "upstream_rate_limited"),
-            KEY_UNAVAILABLE: (503, "key_unavailable"),
-        }.get(exc.kind, (502, "upstream_error"))
+    def _exhausted(result: RouteResult, exc: ProviderError | None, why: str) -> RoutingFailed:
+        if exc is None:
+            status, error_type = 503, "no_model_available"
+        else:
+            status, error_type = {
+                TIMEOUT: (504, "upstream_timeout"),
+                RATE_LIMITED: (503, "upstream_rate_limited"),
+                KEY_UNAVAILABLE: (503, "key_unavailable"),
+            }.get(exc.kind, (502, "upstream_error"))
         attempts = "; ".join(f"{a.model_id}: {a.outcome}" for a in result.attempts)
         result.trace.append(f"No model left to try: {why}.")
+        last = exc.message if exc is not None else why
         return RoutingFailed(
             status,
             error_type,
-            f"every attempt failed ({attempts}); last: {exc.message}",
+            f"every attempt failed ({attempts or 'none made'}); last: {last}",
             tuple(result.attempts),
             tuple(result.trace),
         )
