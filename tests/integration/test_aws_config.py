@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
+import time
 from typing import Any, Callable, Iterator
 
 import boto3
@@ -259,6 +261,41 @@ def test_invalid_registry_in_ssm_is_refused(
         for fragment in expected:
             assert fragment in message
     assert client.get("/health").get_json()["status"] == "degraded"
+
+
+def test_aws_clients_bound_every_read_well_inside_the_request_deadline(aws: None) -> None:
+    """botocore's defaults (60 s connect, 60 s read, 3 attempts) would outlive API Gateway's 29 s."""
+    from costroute.config.settings import DEFAULT_REQUEST_DEADLINE_SECONDS
+
+    clients = AwsClients()
+    for service in ("ssm", "secretsmanager"):
+        config = clients.client(service).meta.config
+        attempts = config.retries["total_max_attempts"]
+        worst = (config.connect_timeout + config.read_timeout) * attempts
+        # The registry and the key may both be read while serving one request.
+        assert 2 * worst < DEFAULT_REQUEST_DEADLINE_SECONDS, (service, config.connect_timeout, config.read_timeout)
+
+
+def test_an_unresponsive_endpoint_is_a_503_within_the_timeouts(
+    monkeypatch: pytest.MonkeyPatch, make_app: Callable[..., Flask], clock: FakeClock
+) -> None:
+    """An endpoint that accepts connections and never answers: a prompt 503 naming the parameter."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        clients = AwsClients(connect_timeout_s=0.2, read_timeout_s=0.3, max_attempts=2)
+        app = make_app(
+            runtime_kwargs={"clock": clock, "aws_clients": clients}, models_config_ssm_parameter=PARAMETER
+        )
+        started = time.monotonic()
+        response = app.test_client().get("/models")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    message = response.get_json()["error"]["message"]
+    assert PARAMETER in message
+    assert "timeout" in message.lower()
+    assert elapsed < 5
 
 
 # --------------------------------------------------------------------------- key from Secrets Manager

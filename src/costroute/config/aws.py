@@ -56,21 +56,43 @@ def install_log_redaction() -> None:
         logger.addFilter(_BODY_FILTER)
 
 
-class AwsClients:
-    """Lazily created, shared boto3 clients."""
+# botocore's defaults (60 s to connect, 60 s to read, 3 attempts) would let one slow read outlive
+# the request deadline and API Gateway's 29 s. A read now costs at most
+# (CONNECT + READ) * MAX_ATTEMPTS = 10 s, so the registry and the key together stay under 25 s.
+CONNECT_TIMEOUT_SECONDS = 2.0
+READ_TIMEOUT_SECONDS = 3.0
+MAX_ATTEMPTS = 2
 
-    def __init__(self) -> None:
+
+class AwsClients:
+    """Lazily created, shared boto3 clients with bounded timeouts and retries."""
+
+    def __init__(
+        self,
+        connect_timeout_s: float = CONNECT_TIMEOUT_SECONDS,
+        read_timeout_s: float = READ_TIMEOUT_SECONDS,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._max_attempts = max_attempts
 
     def client(self, service: str) -> Any:
         """The client for a service, created on first call."""
         with self._lock:
             if service not in self._clients:
                 import boto3  # deferred: ~165 ms, paid only when an AWS source is configured
+                from botocore.config import Config
 
                 install_log_redaction()
-                self._clients[service] = boto3.client(service)
+                config = Config(
+                    connect_timeout=self._connect_timeout_s,
+                    read_timeout=self._read_timeout_s,
+                    retries={"mode": "standard", "total_max_attempts": self._max_attempts},
+                )
+                self._clients[service] = boto3.client(service, config=config)
             return self._clients[service]
 
 
