@@ -64,7 +64,8 @@ def test_auto_returns_typed_completion_with_routing_and_headers(sdk: openai.Open
     headers = raw.headers
     assert headers["x-route-model"] == "mock:advanced"
     assert float(headers["x-route-estimated-cost-usd"]) == routing["estimate"]["cost_usd"]
-    assert float(headers["x-route-cost-usd"]) == float(cost)
+    assert headers["x-route-cost-usd"] == format(cost.normalize(), "f")  # exact, plain notation
+    assert "e" not in headers["x-route-estimated-cost-usd"]
     assert headers["x-route-attempts"] == "1"
     assert float(headers["x-route-overhead-ms"]) >= 0
 
@@ -96,10 +97,30 @@ def test_body_routing_wins_over_headers_per_field(sdk: openai.OpenAI) -> None:
     assert any("estimated cost <= $0.002" in line for line in trace)
 
 
-def test_bad_header_value_is_a_bad_request_naming_the_header(sdk: openai.OpenAI) -> None:
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("x-route-min-quality", "high"), ("x-route-min-quality", "9"), ("x-route-max-cost-usd", "-1"),
+     ("x-route-strict-budget", "1"), ("x-route-prefer-provider", "nobody")],
+)
+def test_bad_header_value_is_a_bad_request_naming_the_header(sdk: openai.OpenAI, header: str, value: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        sdk.chat.completions.create(model="auto", messages=HAIKU, extra_headers={"x-route-min-quality": "high"})
-    assert caught.value.param == "x-route-min-quality"
+        sdk.chat.completions.create(model="auto", messages=HAIKU, extra_headers={header: value})
+    assert caught.value.param == header
+    assert header in caught.value.message
+
+
+def test_a_bad_header_value_is_ignored_when_the_body_sets_the_field(sdk: openai.OpenAI) -> None:
+    completion = sdk.chat.completions.create(
+        model="auto", messages=HAIKU, extra_headers={"x-route-min-quality": "9"}, extra_body={"routing": {"min_quality": 2}}
+    )
+    assert completion.model == "mock:standard"
+
+
+def test_bad_body_routing_value_names_the_body_field(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="auto", messages=HAIKU, extra_body={"routing": {"prefer_provider": "nobody"}},
+                                    extra_headers={"x-route-min-quality": "2"})
+    assert caught.value.param == "routing.prefer_provider"
 
 
 def test_pinned_model_is_called_with_the_same_estimate_and_ceiling(sdk: openai.OpenAI) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from decimal import Decimal
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -20,7 +21,7 @@ from costroute.core.requests import AUTO_MODEL, ROUTING_FIELDS, InvalidRequest, 
 from costroute.providers.base import ProviderError
 from costroute.service import RouteResult
 from costroute.web.errors import attempts_json
-from costroute.web.native import read_json_body, route_result_json, runtime, time_left_s, usage_json, usd
+from costroute.web.native import read_json_body, route_result_json, runtime, time_left_s, usage_json
 
 openai_compat = Blueprint("openai_compat", __name__, url_prefix="/v1")
 
@@ -65,16 +66,21 @@ def list_models() -> Response:
 def chat_completions() -> Response:
     """Route (model "auto") or call a pinned model, answering as OpenAI does."""
     began = time.perf_counter()
-    chat = parse_chat_body(read_json_body(), header_routing())
-    service = runtime().service
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    if chat.stream:
-        streamed = service.route_stream(chat.route, time_left_s())
-        headers = _route_headers(streamed.result, began, final=False)
-        body = _sse(streamed.result, streamed.pieces, completion_id, created, chat.include_usage)
-        return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
-    result = service.route(chat.route, time_left_s())
+    raw_body = read_json_body()
+    from_headers = header_routing()
+    try:
+        chat = parse_chat_body(raw_body, from_headers)
+        service = runtime().service
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if chat.stream:
+            streamed = service.route_stream(chat.route, time_left_s())
+            headers = _route_headers(streamed.result, began, final=False)
+            body = _sse(streamed.result, streamed.pieces, completion_id, created, chat.include_usage)
+            return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
+        result = service.route(chat.route, time_left_s())
+    except InvalidRequest as exc:
+        raise _name_the_source(exc, raw_body, from_headers) from exc
     completion = result.completion
     assert completion is not None
     body = {
@@ -94,6 +100,25 @@ def chat_completions() -> Response:
         "routing": routing_summary(result),
     }
     return _json_response(body, headers=_route_headers(result, began, final=True))
+
+
+def _name_the_source(exc: InvalidRequest, body: Any, from_headers: dict[str, Any]) -> InvalidRequest:
+    """Name a routing field's error after where the caller put it: ``routing.<field>`` in the body,
+    or the ``x-route-*`` header when the value came from a header (the body wins when both)."""
+    field_name = (exc.param or "").removeprefix("routing.")
+    if field_name not in ROUTING_FIELDS:
+        return exc
+    routing = body.get("routing") if isinstance(body, dict) else None
+    in_body = isinstance(routing, dict) and routing.get(field_name) is not None
+    if in_body or field_name not in from_headers:
+        if exc.param == field_name:  # named without its prefix (e.g. prefer_provider by the service)
+            return InvalidRequest(exc.message, f"routing.{field_name}", exc.status)
+        return exc
+    header = header_name(field_name)
+    message = exc.message.replace(f"'routing.{field_name}'", f"header '{header}'")
+    if message == exc.message:
+        message = f"header '{header}': {exc.message}"
+    return InvalidRequest(message, header, exc.status)
 
 
 def routing_summary(result: RouteResult) -> dict[str, Any]:
@@ -126,17 +151,18 @@ def _route_headers(result: RouteResult, began: float, final: bool) -> dict[str, 
     estimate = result.decision.estimate
     headers = {
         "x-route-model": result.model.id,
-        "x-route-estimated-cost-usd": _number_text(usd(estimate.cost_usd) if estimate else None),
+        "x-route-estimated-cost-usd": _usd_text(estimate.cost_usd if estimate else None),
         "x-route-attempts": str(len(result.attempts)),
         "x-route-overhead-ms": f"{max(0.0, (time.perf_counter() - began) * 1000 - result.provider_ms):.3f}",
     }
     if final:
-        headers["x-route-cost-usd"] = _number_text(usd(result.actual_cost_usd))
+        headers["x-route-cost-usd"] = _usd_text(result.actual_cost_usd)
     return headers
 
 
-def _number_text(value: float | None) -> str:
-    return "" if value is None else repr(value)
+def _usd_text(amount: Decimal | None) -> str:
+    """An exact dollar amount in plain decimal notation (``0.000036``, never ``3.6e-05``)."""
+    return "" if amount is None else format(amount.normalize(), "f")
 
 
 def _sse(
