@@ -53,6 +53,7 @@ validate-template:
 	SAM_CLI_TELEMETRY=0 .cache/samcli/bin/sam validate --lint --template template.yaml
 
 ## Called by `sam build` (BuildMethod: makefile) with ARTIFACTS_DIR set: handler, package, runtime pins.
+# --upgrade: a rebuild into the same folder replaces the packages instead of keeping the old ones.
 build-RouterFunction:
 	test -n "$(ARTIFACTS_DIR)"
 	mkdir -p "$(ARTIFACTS_DIR)"
@@ -60,7 +61,7 @@ build-RouterFunction:
 	rm -rf "$(ARTIFACTS_DIR)/costroute"
 	cp -r src/costroute "$(ARTIFACTS_DIR)/costroute"
 	find "$(ARTIFACTS_DIR)/costroute" -name __pycache__ -prune -exec rm -rf {} +
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt \
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile --upgrade -r requirements.txt \
 		-t "$(ARTIFACTS_DIR)" $(ARTIFACT_PIP_FLAGS)
 
 clean:

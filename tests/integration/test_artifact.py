@@ -65,6 +65,12 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not wheelhouse:
         pytest.skip("WHEELHOUSE is unset: run `make test`, or `make .cache/wheels/.stamp` and set WHEELHOUSE")
     out = tmp_path_factory.mktemp("artifact")
+    build(out, wheelhouse)
+    return out
+
+
+def build(out: Path, wheelhouse: str) -> str:
+    """Run `make build-RouterFunction` into ``out``; return its output, asserting it succeeded."""
     result = subprocess.run(
         [
             "make",
@@ -82,7 +88,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return out
+    return result.stdout + result.stderr
 
 
 def test_artifact_holds_the_handler_and_package(artifact: Path) -> None:
@@ -133,3 +139,15 @@ def test_artifact_serves_every_event_in_a_bare_python(artifact: Path) -> None:
     assert statuses == EXPECTED_STATUS
     assert report["results"]["route.json"]["body"]["model"] == "mock:advanced"
     assert report["results"]["chat_completions.json"]["body"]["object"] == "chat.completion"
+
+
+def test_rebuild_into_the_same_folder_replaces_the_packages(artifact: Path) -> None:
+    """A second build (sam build reusing its folder) must not keep what is already there."""
+    flask_init = artifact / "flask" / "__init__.py"
+    original = flask_init.read_text()
+    flask_init.write_text("raise ImportError('stale copy')\n")
+    (artifact / "costroute" / "stale_module.py").write_text("")
+    output = build(artifact, os.environ["WHEELHOUSE"])
+    assert "already exists" not in output
+    assert flask_init.read_text() == original
+    assert not (artifact / "costroute" / "stale_module.py").exists()
