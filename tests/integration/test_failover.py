@@ -111,15 +111,18 @@ def test_connection_error_fails_over_to_another_provider(make_app: Callable[...,
     assert attempts_of(response) == [("openai:a", "connection"), ("openai:b", "connection"), ("mock:fallback", "ok")]
 
 
-def test_stream_fails_over_before_the_first_chunk(build: Callable[..., Flask], fake_openai: FakeOpenAI) -> None:  # noqa: F811
-    fake_openai.enqueue(status(502))
+@pytest.mark.parametrize("behaviour", [status(502), malformed(), status(429)], ids=["502", "malformed", "429"])
+def test_stream_fails_over_before_the_first_chunk(
+    build: Callable[..., Flask], fake_openai: FakeOpenAI, behaviour: Any  # noqa: F811
+) -> None:
+    fake_openai.enqueue(behaviour)
     response = chat(build(), stream=True)
     assert response.status_code == 200
     assert response.headers["x-route-model"] == "openai:b"
     events = [json.loads(line[6:]) for line in response.get_data(as_text=True).splitlines() if line.startswith("data: {")]
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]) == "[FAKE:b] hi"
     assert [(a["model"], a["outcome"]) for a in events[-1]["routing"]["attempts"]] == [
-        ("openai:a", "upstream"), ("openai:b", "ok")]
+        ("openai:a", "rate_limited" if behaviour.status_code == 429 else "upstream"), ("openai:b", "ok")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -274,3 +274,14 @@ def test_stream_fails_over_before_the_first_piece(app_with: Callable[..., Flask]
     events = [json.loads(line[6:]) for line in response.get_data(as_text=True).splitlines()
               if line.startswith("data: {")]
     assert outcomes(events[-1]["routing"]["attempts"]) == [("mock:a", "upstream"), ("mock:b", "ok")]
+
+
+def test_the_platforms_time_left_shortens_the_deadline(app_with: Callable[..., Flask], clock: FakeClock) -> None:
+    """On Lambda the handler passes the invocation's time left; the router keeps 0.5 s of it spare."""
+    app = app_with(mock("a", 3, 0.001, 0.002, mock_delay_ms=10_000), mock("b", 3, 0.002, 0.004),
+                   request_deadline_seconds=25.0, provider_timeout_seconds=20.0)
+    response = app.test_client().post("/route", json={"input": "hi", "constraints": {"min_quality": 3}},
+                                      environ_overrides={"costroute.time_left_s": "2.5"})
+    assert response.status_code == 504
+    assert clock.slept == [2.0]
+    assert [a["model"] for a in response.get_json()["error"]["attempts"]] == ["mock:a"]
