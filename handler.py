@@ -6,11 +6,16 @@ warm. Importing this module does no network work and reads no configuration sour
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any, Callable, Iterable
 
 import awsgi
 
+from costroute.config.settings import SettingsError
 from costroute.web.native import TIME_LEFT_ENVIRON_KEY
+
+logger = logging.getLogger("costroute.handler")
 
 _app: Callable[..., Iterable[bytes]] | None = None
 
@@ -73,9 +78,27 @@ def _last_values(multi: dict[str, Any]) -> dict[str, Any]:
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Serve one API Gateway REST proxy event; statusCode comes back as an integer."""
-    response = awsgi.response(_application(), normalise_event(event), context, base64_content_types=BASE64_CONTENT_TYPES)
+    try:
+        app = _application()
+    except SettingsError as exc:
+        # A bad environment variable: answer in the one error shape rather than API Gateway's bare
+        # 502, and build again on the next invocation (the app is not cached).
+        logger.error("the function's environment is invalid: %s", exc)
+        return _error_response(500, "config_invalid", str(exc))
+    response = awsgi.response(app, normalise_event(event), context, base64_content_types=BASE64_CONTENT_TYPES)
     response["statusCode"] = int(response["statusCode"])
     return response
+
+
+def _error_response(status: int, error_type: str, message: str) -> dict[str, Any]:
+    """A proxy response carrying the one JSON error shape, built without the app."""
+    body = {"error": {"type": error_type, "message": message, "param": None, "code": error_type}}
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "isBase64Encoded": False,
+        "body": json.dumps(body),
+    }
 
 
 class LocalContext:
@@ -90,7 +113,6 @@ class LocalContext:
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
     if len(sys.argv) != 2:

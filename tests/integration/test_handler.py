@@ -305,6 +305,22 @@ def test_app_is_built_once_per_container(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(built) == 1
 
 
+def test_invalid_environment_is_a_json_error_and_the_next_invocation_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONFIG_TTL_SECONDS", "five minutes")
+    response, body = invoke(load_event("route.json"))
+    assert response["statusCode"] == 500
+    error = assert_error_shape(body)
+    assert error["type"] == "config_invalid"
+    assert "CONFIG_TTL_SECONDS" in error["message"]
+    assert handler._app is None
+
+    monkeypatch.setenv("CONFIG_TTL_SECONDS", "300")
+    response, body = invoke(load_event("route.json"))
+    check_route(response["statusCode"], body)
+
+
 def test_importing_handler_imports_neither_boto3_nor_openai() -> None:
     code = "import handler, sys; print('boto3' in sys.modules, 'openai' in sys.modules)"
     result = subprocess.run(
