@@ -426,7 +426,7 @@ def test_key_never_appears_in_responses_or_logs(
     app = openai_app(make_app, clock, fake_openai, SECRET)
     client = app.test_client()
     caplog.clear()
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="costroute"):
         responses = [
             client.post("/route", json=OPENAI_ROUTE),
             client.post(
