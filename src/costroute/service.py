@@ -333,6 +333,8 @@ class RouterService:
     ) -> bool:
         if exc.kind != RATE_LIMITED or exc.retry_after_s is None or model.id in waited_out:
             return False
+        if not 0 <= exc.retry_after_s < float("inf"):  # NaN, negative or infinite: not a usable wait
+            return False
         left = deadline - self._clock()
         needed = exc.retry_after_s + model.latency_ms / 1000
         if needed > left:

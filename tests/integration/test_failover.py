@@ -302,3 +302,29 @@ def test_the_key_is_redacted_from_an_upstream_message_that_echoes_it(
     assert response.status_code == 502
     message = response.get_json()["error"]["attempts"][0]["message"]
     assert "[redacted]" in message and FAKE_KEY not in message
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT", "soon"])
+def test_an_unusable_retry_after_is_ignored(
+    build: Callable[..., Flask], fake_openai: FakeOpenAI, value: str  # noqa: F811
+) -> None:
+    """Real sleep: a negative or NaN wait would make time.sleep raise (a 500) if it were honoured."""
+    fake_openai.enqueue(status(429, retry_after=value))
+    began = time.monotonic()
+    response = chat(build())
+    assert response.status_code == 200, response.get_json()
+    assert time.monotonic() - began < 1
+    assert attempts_of(response) == [("openai:a", "rate_limited"), ("openai:b", "ok")]
+
+
+def test_retry_after_ms_is_read_before_retry_after() -> None:
+    from costroute.providers.openai import _retry_after
+
+    class Exc:
+        def __init__(self, headers: dict[str, str]) -> None:
+            self.response = type("R", (), {"headers": headers})()
+
+    assert _retry_after(Exc({"retry-after-ms": "250", "retry-after": "3"})) == 0.25
+    assert _retry_after(Exc({"retry-after": "3"})) == 3.0
+    assert _retry_after(Exc({"retry-after-ms": "-1", "retry-after": "2"})) == 2.0
+    assert _retry_after(Exc({})) is None

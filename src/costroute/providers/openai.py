@@ -8,6 +8,7 @@ the service, which knows the deadline and the budget. Every SDK error is transla
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -218,8 +219,20 @@ def _translate(exc: Exception, key: str) -> ProviderError:
 
 
 def _retry_after(exc: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (as the SDK reads them); None when
+    absent or unusable (an HTTP date, negative, NaN or infinite)."""
     try:
-        value = exc.response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (AttributeError, TypeError, ValueError):
+        headers = exc.response.headers
+    except AttributeError:
         return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
