@@ -1,0 +1,1 @@
+"""Costroute's benchmarks: ``make bench`` (``python -m bench``); see bench/__main__.py and docs/performance.md."""

@@ -1,0 +1,191 @@
+"""Figure 3: HTTP on loopback, gunicorn with ``gunicorn.conf.py``, load from wrk.
+
+Each server is started exactly as ``make serve`` starts it (``gunicorn -c gunicorn.conf.py``),
+on a free port of 127.0.0.1, and stopped (SIGTERM to the master it started) before the next:
+
+* ours (``costroute.wsgi:app``) and the floor (``bench.floor_app:app``), each with the default
+  worker class (gthread) and with ``GUNICORN_WORKER_CLASS=sync``, at concurrency 1 and 16,
+  POST /route with the seed's haiku body (mock provider, instant);
+* ours at concurrency 16 with a registry whose mock models wait 100 ms (``mock_delay_ms``), like
+  a fast real model: what a worker class does when calls are IO-bound.
+
+wrk is installed with ``apt-get install -y wrk`` when it is missing (the one network access of
+the benchmarks, as root only); without it this figure is skipped, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+from contextlib import contextmanager
+
+from bench.common import ROOT, clean_env, haiku_json, loadavg
+
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+LUA = str(ROOT / "bench" / "post.lua")
+OURS = "costroute.wsgi:app"
+FLOOR = "bench.floor_app:app"
+# The built-in tiers as objects, each answering after a real 100 ms wait.
+SLOW_REGISTRY = json.dumps(
+    [
+        {"provider": "mock", "name": name, "quality": q, "in_cost_per_1k": i, "out_cost_per_1k": o,
+         "latency_ms": lat, "max_output_tokens": mx, "mock_delay_ms": 100}
+        for name, q, i, o, lat, mx in (
+            ("basic", 1, 0.0001, 0.0002, 150, 1024),
+            ("standard", 2, 0.0005, 0.0015, 300, 2048),
+            ("advanced", 4, 0.0025, 0.006, 500, 4096),
+            ("premium", 5, 0.01, 0.03, 1500, 8192),
+        )
+    ]
+)
+
+
+def ensure_wrk(log: Any = sys.stderr) -> str | None:
+    """The path of wrk, installing it with apt-get when missing and allowed; None if unavailable."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("bench: wrk is missing and cannot be installed here (needs root and apt-get)", file=log)
+        return None
+    print("bench: installing wrk with apt-get (the benchmarks' only network access)", file=log)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    for attempt in ([install], [["apt-get", "update", "-q"], install]):
+        if all(subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0 for cmd in attempt):
+            break
+    return shutil.which("wrk")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker_rss_mb(master_pid: int) -> list[float]:
+    """Resident memory of each worker (children of the master), in MB."""
+    sizes = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(master_pid) and "VmRSS" in fields:
+            sizes.append(round(int(fields["VmRSS"].split()[0]) / 1024, 1))
+    return sorted(sizes)
+
+
+@contextmanager
+def gunicorn(app: str, env_extra: dict[str, str], log_path: Path) -> Iterator[tuple[str, int]]:
+    """Serve ``app`` with gunicorn.conf.py on a free loopback port; yield (base URL, master pid)."""
+    port = free_port()
+    env = clean_env({"PORT": str(port), "HOST": "127.0.0.1", **env_extra})
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), app],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn for {app} exited with {process.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn for {app} did not answer /health within 20 s; see {log_path}")
+            time.sleep(0.1)
+        yield base, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def wrk(wrk_path: str, url: str, body_file: str, connections: int, seconds: int) -> dict[str, Any]:
+    """One wrk run; requests/s, latency percentiles (µs) and error counts."""
+    threads = 1 if connections == 1 else 2
+    command = [wrk_path, f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s",
+               "-s", LUA, url, "--", body_file]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    line = next((l for l in completed.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    if completed.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stdout[-800:]} {completed.stderr[-800:]}")
+    raw = json.loads(line[len("WRK_JSON "):])
+    errors = sum(value for key, value in raw.items() if key.startswith("errors_"))
+    return {
+        "connections": connections,
+        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 3),
+        "p90_ms": round(raw["p90_us"] / 1000, 3),
+        "p99_ms": round(raw["p99_us"] / 1000, 3),
+        "requests": raw["requests"],
+        "errors": errors,
+        "error_detail": {k: v for k, v in raw.items() if k.startswith("errors_") and v},
+    }
+
+
+def run(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
+    wrk_path = ensure_wrk(log)
+    if wrk_path is None:
+        return {"skipped": "wrk is not available"}
+    seconds = 1 if quick else 5
+    workdir = Path(tempfile.mkdtemp(prefix="costroute-bench-"))
+    body_file = workdir / "haiku.json"
+    body_file.write_text(haiku_json())
+    log_path = workdir / "gunicorn.log"
+    results: dict[str, Any] = {"seconds_per_run": seconds, "gunicorn_log": str(log_path), "runs": {}}
+    classes = {"gthread": {}, "sync": {"GUNICORN_WORKER_CLASS": "sync"}}
+    try:
+        for worker_class, class_env in classes.items():
+            for name, app in (("ours", OURS), ("floor", FLOOR)):
+                key = f"{name}_{worker_class}"
+                print(f"bench: http {key}", file=log)
+                with gunicorn(app, class_env, log_path) as (base, master):
+                    url = base + "/route"
+                    wrk(wrk_path, url, str(body_file), 16, 1)  # warm every worker
+                    runs = {f"c{c}": wrk(wrk_path, url, str(body_file), c, seconds) for c in (1, 16)}
+                    runs["worker_rss_mb"] = _worker_rss_mb(master)
+                    runs["loadavg"] = loadavg()
+                results["runs"][key] = runs
+        for worker_class, class_env in classes.items():
+            key = f"ours_io100ms_{worker_class}"
+            print(f"bench: http {key}", file=log)
+            with gunicorn(OURS, {**class_env, "MODELS_CONFIG_JSON": SLOW_REGISTRY}, log_path) as (base, _):
+                results["runs"][key] = {"c16": wrk(wrk_path, base + "/route", str(body_file), 16, seconds)}
+    finally:
+        body_file.unlink(missing_ok=True)
+    runs = results["runs"]
+    for worker_class in classes:
+        for c in ("c1", "c16"):
+            ours, floor = runs[f"ours_{worker_class}"][c], runs[f"floor_{worker_class}"][c]
+            results[f"ratio_rps_{worker_class}_{c}"] = round(ours["rps"] / floor["rps"], 2)
+    for c in ("c1", "c16"):
+        results[f"gthread_vs_sync_ours_{c}"] = round(runs["ours_gthread"][c]["rps"] / runs["ours_sync"][c]["rps"], 2)
+    results["gthread_vs_sync_io100ms_c16"] = round(
+        runs["ours_io100ms_gthread"]["c16"]["rps"] / runs["ours_io100ms_sync"]["c16"]["rps"], 2
+    )
+    return results
