@@ -323,6 +323,9 @@ class RouterService:
                 return result, outcome  # type: ignore[return-value]
             assert isinstance(outcome, Completion)
             result.provider_ms += duration
+            if not outcome.usage_reported:
+                prompt, completion = self._worst_case_usage(result, outcome.text)
+                outcome = dataclasses.replace(outcome, prompt_tokens=prompt, completion_tokens=completion)
             result.completion = outcome
             result.attempts.append(Attempt(model.id, "ok", round(duration, 3)))
             self._trace_settlement(result)
@@ -399,17 +402,30 @@ class RouterService:
                 completion_tokens = piece.completion_tokens
             yield piece
         text = "".join(texts)
-        messages = result.request.messages
         result.provider_ms += (self._clock() - began) * 1000
+        reported = prompt_tokens is not None and completion_tokens is not None
+        if prompt_tokens is None or completion_tokens is None:
+            prompt_tokens, completion_tokens = self._worst_case_usage(result, text)
         result.completion = Completion(
             text=text,
-            prompt_tokens=prompt_tokens if prompt_tokens is not None else estimate_prompt_tokens(messages),
-            completion_tokens=completion_tokens if completion_tokens is not None else 0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             finish_reason=finish,
             latency_ms=result.provider_ms,
             latency_kind="measured",
+            usage_reported=reported,
         )
         self._trace_settlement(result)
+
+    @staticmethod
+    def _worst_case_usage(result: RouteResult, text: str) -> tuple[int, int]:
+        """Token counts to settle on when the provider reports no usage: never below the truth.
+
+        The prompt's bound (no byte-level tokenizer exceeds it), and for the answer its UTF-8 bytes,
+        at most the output cap sent (a provider cannot exceed it).
+        """
+        cap = result.plan.max_tokens if result.plan.max_tokens is not None else result.model.max_output_tokens
+        return prompt_token_bound(result.request.messages), min(cap, len(text.encode("utf-8")))
 
     @staticmethod
     def _trace_settlement(result: RouteResult) -> None:
@@ -417,9 +433,14 @@ class RouterService:
         assert completion is not None
         actual = result.actual_cost_usd
         budget = result.request.constraints.max_cost_usd
+        counted = (
+            f"reported {completion.prompt_tokens} prompt and {completion.completion_tokens} completion tokens"
+            if completion.usage_reported
+            else f"reported no usage; settled on the worst case of {completion.prompt_tokens} prompt tokens (the "
+            f"bound) and {completion.completion_tokens} completion tokens (the answer's bytes, at most max_tokens)"
+        )
         line = (
-            f"Settled: {result.model.id} reported {completion.prompt_tokens} prompt and "
-            f"{completion.completion_tokens} completion tokens, costing {format_usd(actual)} "
+            f"Settled: {result.model.id} {counted}, costing {format_usd(actual)} "
             f"(estimated {format_usd(result.decision.estimate.cost_usd if result.decision.estimate else None)})"
         )
         if budget is not None:

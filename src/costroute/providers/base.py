@@ -52,7 +52,11 @@ class ProviderCall:
 
 @dataclass(frozen=True)
 class Completion:
-    """A provider's answer with its reported usage."""
+    """A provider's answer with its reported usage.
+
+    ``usage_reported`` is False when the provider sent no usage; the token counts are then
+    placeholders, which the service replaces with worst-case counts before settling the cost.
+    """
 
     text: str
     prompt_tokens: int
@@ -60,6 +64,7 @@ class Completion:
     finish_reason: str
     latency_ms: float
     latency_kind: str  # "measured" or "simulated"
+    usage_reported: bool = True
 
 
 @dataclass(frozen=True)

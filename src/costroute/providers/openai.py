@@ -148,6 +148,7 @@ class OpenAIProvider:
             finish_reason=choice.finish_reason or "stop",
             latency_ms=elapsed_ms,
             latency_kind="measured",
+            usage_reported=usage is not None,
         )
 
     def _open_stream(self, client: Any, key: str, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
