@@ -92,6 +92,8 @@ class RouteResult:
     completion: Completion | None = None
     provider_ms: float = 0.0
     started_at: float = 0.0
+    # The models this request chose from, read once: failover uses the same registry as the decision.
+    pool: tuple[Model, ...] = ()
 
     @property
     def actual_cost_usd(self) -> Decimal | None:
@@ -178,8 +180,8 @@ class RouterService:
         if decision.model is None:
             raise self._no_model(decision, request, over_budget, trace)
         plan = self._plan(decision.model, request, trace)
-        result = RouteResult(request=request, decision=decision, model=decision.model, plan=plan, trace=trace)
-        result.started_at = started
+        result = RouteResult(request=request, decision=decision, model=decision.model, plan=plan, trace=trace,
+                             started_at=started, pool=models)
         return result, deadline
 
     def _candidate_models(self, registry: Registry, request: RouteRequest) -> tuple[Model, ...]:
@@ -259,7 +261,7 @@ class RouterService:
         self, result: RouteResult, deadline: float, streaming: bool
     ) -> tuple[RouteResult, Iterator[StreamPiece] | None]:
         request = result.request
-        models = self._candidate_models(self._registry(), request)
+        models = result.pool
         tried: dict[str, str] = {}
         waited_out: set[str] = set()
         last_error: ProviderError | None = None
