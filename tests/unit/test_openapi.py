@@ -52,3 +52,20 @@ def test_the_comparison_notices_a_route_missing_from_the_spec(make_app: Callable
     app.add_url_rule("/extra/<int:item>", "extra", lambda item: "", methods=["DELETE"])
     spec = app.test_client().get("/openapi.json").get_json()
     assert _app_operations(app) - _spec_operations(spec) == {("/extra/{item}", "delete")}
+
+
+def test_chat_completions_documents_the_routing_headers(make_app: Callable[..., Flask]) -> None:
+    from costroute.core.requests import ROUTING_FIELDS
+    from costroute.web.openai_compat import header_name
+
+    spec = make_app().test_client().get("/openapi.json").get_json()
+    operation = spec["paths"]["/v1/chat/completions"]["post"]
+    documented = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert documented == {header_name(field) for field in ROUTING_FIELDS}
+    body_routing = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["routing"]
+    assert set(body_routing["properties"]) == set(ROUTING_FIELDS)
+    app = make_app()
+    response = app.test_client().post("/v1/chat/completions", json={"model": "auto", "messages": [
+        {"role": "user", "content": "hi"}]})
+    sent = {name.lower() for name in response.headers.keys() if name.lower().startswith("x-route-")}
+    assert set(operation["responses"]["200"]["headers"]) == sent

@@ -28,6 +28,28 @@ _METADATA_PROPERTIES: dict[str, Any] = {
 }
 
 
+# Routing fields may also come as x-route-* headers (the body wins per field); values are JSON scalars,
+# except prefer_provider and task_type, which are plain text.
+_ROUTING_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "x-route-" + name.replace("_", "-"),
+        "in": "header",
+        "required": False,
+        "description": f"routing.{name}, for clients that cannot add body fields; the body's value wins.",
+        "schema": schema,
+    }
+    for name, schema in {**_ROUTING_PROPERTIES, **_METADATA_PROPERTIES}.items()
+]
+_ROUTE_RESPONSE_HEADERS: dict[str, Any] = {
+    "x-route-model": {"description": "The model that served", "schema": {"type": "string"}},
+    "x-route-estimated-cost-usd": {"description": "The chosen model's estimated cost, exact", "schema": {"type": "string"}},
+    "x-route-cost-usd": {"description": "The actual cost from the reported usage (not on streams)",
+                         "schema": {"type": "string"}},
+    "x-route-attempts": {"description": "Provider calls made, failovers included", "schema": {"type": "integer"}},
+    "x-route-overhead-ms": {"description": "Time spent in the router, not the provider", "schema": {"type": "number"}},
+}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     return {
         str(status): {"description": "Error", "content": {"application/json": {"schema": _ERROR}}} for status in statuses
@@ -71,6 +93,7 @@ SPEC: dict[str, Any] = {
         "/v1/chat/completions": {
             "post": {
                 "summary": "OpenAI Chat Completions; model 'auto' routes, 'provider:name' pins",
+                "parameters": _ROUTING_HEADERS,
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -98,6 +121,7 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "A chat.completion, or chat.completion.chunk events when streaming",
+                        "headers": _ROUTE_RESPONSE_HEADERS,
                         "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
                     },
                     **_errors(400, 402, 404, 413, 502, 503, 504),
