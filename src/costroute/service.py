@@ -321,7 +321,7 @@ class RouterService:
             duration = (self._clock() - began) * 1000
             self._breakers.record_success(model.id)
             if streaming:
-                result.attempts.append(Attempt(model.id, "ok", round(duration, 3)))
+                self._record_success(result, model, duration)
                 return result, outcome  # type: ignore[return-value]
             assert isinstance(outcome, Completion)
             result.provider_ms += duration
@@ -329,9 +329,16 @@ class RouterService:
                 prompt, completion = self._worst_case_usage(result, outcome.text)
                 outcome = dataclasses.replace(outcome, prompt_tokens=prompt, completion_tokens=completion)
             result.completion = outcome
-            result.attempts.append(Attempt(model.id, "ok", round(duration, 3)))
+            self._record_success(result, model, duration)
             self._trace_settlement(result)
             return result, None
+
+    @staticmethod
+    def _record_success(result: RouteResult, model: Model, duration_ms: float) -> None:
+        result.attempts.append(Attempt(model.id, "ok", round(duration_ms, 3)))
+        if len(result.attempts) > 1:
+            # After a failover the trace lists every attempt; a lone success is the settlement line.
+            result.trace.append(f"Attempt {len(result.attempts)}: {model.id} answered after {duration_ms:.0f} ms.")
 
     def _wait_out_rate_limit(
         self, exc: ProviderError, model: Model, deadline: float, waited_out: set[str], result: RouteResult

@@ -76,6 +76,7 @@ def test_5xx_fails_over_to_the_next_model_on_the_same_rung(app_with: Callable[..
     assert trace[failed + 1].startswith("Failover: the ladder runs again over the models not yet tried")
     assert "  Not available: mock:a (already tried: upstream)." in trace
     assert "  Chose mock:b on rung 1: estimated" in " ".join(trace[failed:])
+    assert "Attempt 2: mock:b answered after 0 ms." in trace  # every attempt is in the trace
     if endpoint != "/route":
         assert headers["x-route-attempts"] == "2"
         assert headers["x-route-model"] == "mock:b"
