@@ -31,7 +31,8 @@ $(WHEELHOUSE_STAMP): requirements.txt $(STAMP)
 run: $(STAMP)
 	$(BIN)/flask --app costroute.wsgi:app run --host 127.0.0.1 --port $(PORT)
 
-## make serve: the production-style server (gunicorn, settings in gunicorn.conf.py).
+## make serve: the production-style server on 127.0.0.1:$(PORT): gunicorn, gthread workers; settings in
+## gunicorn.conf.py, overridable from the environment (WEB_CONCURRENCY, GUNICORN_THREADS, GUNICORN_TIMEOUT, ...).
 serve: $(STAMP)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py costroute.wsgi:app
 
@@ -39,9 +40,9 @@ serve: $(STAMP)
 test: $(STAMP) $(WHEELHOUSE_STAMP)
 	WHEELHOUSE=$(abspath $(WHEELHOUSE)) $(BIN)/python -m pytest
 
-## make bench: every benchmark, a table on stdout and bench/results/latest.json.
+## make bench: every benchmark, a table on stdout and bench/results/latest.json (BENCH_ARGS=--quick: a smoke run).
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## make invoke EVENT=events/route.json: the Lambda handler with one event, no Docker.
 invoke: $(STAMP)

@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": options.quick,
         "machine": machine(),
         "git": git_state(),
+        "pythonpath": os.environ.get("PYTHONPATH"),
         "loadavg_before": loadavg(),
     }
     log = sys.stderr

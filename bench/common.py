@@ -88,11 +88,15 @@ def time_calls(function: Callable[[], Any], count: int) -> list[int]:
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child: ours minus anything that configures the service or AWS."""
+    """The environment for a child: ours minus anything that configures the service or AWS.
+
+    ``PYTHONPATH`` is kept: ``PYTHONPATH=/elsewhere/src make bench`` measures another copy of the
+    package (a proposed change) with everything else equal.
+    """
     drop_prefixes = ("AWS_", "OPENAI_", "MODELS_CONFIG", "GUNICORN_", "MOCK_", "BREAKER_")
     drop = {"WEB_CONCURRENCY", "PORT", "HOST", "CONFIG_TTL_SECONDS", "REQUEST_DEADLINE_SECONDS",
             "PROVIDER_TIMEOUT_SECONDS", "MAX_BODY_BYTES", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX",
-            "PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP", "PYTHONPATH", "LOG_LEVEL"}
+            "PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP", "LOG_LEVEL"}
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(drop_prefixes)}
     # boto3 must never look for real credentials or the instance metadata service.
     env["AWS_EC2_METADATA_DISABLED"] = "true"
