@@ -173,7 +173,11 @@ class RouterService:
         try:
             decision = select_model(models, selection, unavailable)
         except UnknownProviderError as exc:
-            raise InvalidRequest(str(exc), "prefer_provider") from exc
+            param = request.param_names.get("prefer_provider", "prefer_provider")
+            raise InvalidRequest(
+                f"'{param}' is '{exc.provider}', which no model in the registry has; providers: {', '.join(exc.known)}",
+                param,
+            ) from exc
         trace = list(decision.trace)
         if request.pinned_model:
             trace.insert(0, f"Model pinned to {request.pinned_model} by the request: no routing.")

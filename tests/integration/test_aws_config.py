@@ -194,11 +194,6 @@ def count_calls(clients: AwsClients, service: str, operation: str) -> list[str]:
     return calls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.py reads the registry twice per /route (_decide and _call_with_failover): with "
-    "CONFIG_TTL_SECONDS=0 that is two SSM reads, and a request may decide on one registry and fail over on another",
-)
 def test_one_route_reads_the_registry_once(aws: None, make_app: Callable[..., Flask], clock: FakeClock) -> None:
     clients = AwsClients()
     reads = count_calls(clients, "ssm", "GetParameter")

@@ -253,11 +253,6 @@ def test_pinned_model_whose_input_alone_is_over_budget_is_not_called(
     assert fake_openai.chat_requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/requests.py passes through fields whose cost the registry's text prices and max_tokens cannot "
-    "bound (audio output, predicted outputs, web search); parse_chat_body should refuse them with 400",
-)
 @pytest.mark.parametrize(
     ("extra", "param"),
     [

@@ -14,11 +14,6 @@ def test_v1_unknown_prefer_provider_names_the_routing_field(client: Any) -> None
     assert response.get_json()["error"]["param"] == "routing.prefer_provider"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/native.py: the service names an unknown prefer_provider 'prefer_provider'; /route should map it to "
-    "'constraints.prefer_provider' (the field the caller sent), as /v1 maps it to 'routing.prefer_provider'",
-)
 def test_route_unknown_prefer_provider_names_the_constraints_field(client: Any) -> None:
     response = client.post("/route", json={"input": "hi", "constraints": {"prefer_provider": "nobody"}})
     assert response.status_code == 400

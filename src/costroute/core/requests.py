@@ -52,6 +52,8 @@ class RouteRequest:
     pinned_model: str | None = None
     max_tokens: int | None = None
     max_tokens_field: str = "max_tokens"
+    # How the caller named each routing field (constraints.x, routing.x or a header), for errors.
+    param_names: Mapping[str, str] = field(default_factory=dict)
     max_candidates: int | None = None
     raw_messages: tuple[Mapping[str, Any], ...] = ()
     provider_params: Mapping[str, Any] = field(default_factory=dict)
@@ -70,6 +72,11 @@ def parse_route_body(body: Any) -> RouteRequest:
         raise InvalidRequest("'input' must not be empty", "input")
     constraints_obj = _optional_object(body, "constraints")
     metadata = _optional_object(body, "metadata")
+    param_names = {
+        **{name: f"constraints.{name}" for name in ROUTING_FIELDS},
+        "task_type": "metadata.task_type",
+        "expected_output_tokens": "metadata.expected_output_tokens",
+    }
     constraints, task_type, expected = parse_routing(
         {
             "max_cost_usd": constraints_obj.get("max_cost_usd"),
@@ -80,11 +87,7 @@ def parse_route_body(body: Any) -> RouteRequest:
             "task_type": metadata.get("task_type"),
             "expected_output_tokens": metadata.get("expected_output_tokens"),
         },
-        param_names={
-            **{name: f"constraints.{name}" for name in ROUTING_FIELDS},
-            "task_type": "metadata.task_type",
-            "expected_output_tokens": "metadata.expected_output_tokens",
-        },
+        param_names,
     )
     return RouteRequest(
         messages=(ChatMessage(role="user", content=text),),
@@ -94,6 +97,7 @@ def parse_route_body(body: Any) -> RouteRequest:
         expected_output_tokens=expected,
         dry_run=optional_bool(body, "dry_run") or False,
         max_candidates=optional_int(body, "max_candidates", minimum=0),
+        param_names=param_names,
     )
 
 
@@ -104,8 +108,8 @@ def parse_routing(
     names = {name: name for name in ROUTING_FIELDS}
     names.update(param_names or {})
     budget = _optional_price(values.get("max_cost_usd"), names["max_cost_usd"])
-    quality = _optional_int_value(values.get("min_quality"), names["min_quality"], minimum=MIN_QUALITY)
-    if quality is not None and quality > MAX_QUALITY:
+    quality = _optional_int_value(values.get("min_quality"), names["min_quality"], minimum=None)
+    if quality is not None and not MIN_QUALITY <= quality <= MAX_QUALITY:
         raise InvalidRequest(
             f"'{names['min_quality']}' must be an integer from {MIN_QUALITY} to {MAX_QUALITY}, got {quality}",
             names["min_quality"],
@@ -156,12 +160,12 @@ def _optional_price(value: Any, param: str) -> Decimal | None:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-def _optional_int_value(value: Any, param: str, minimum: int) -> int | None:
+def _optional_int_value(value: Any, param: str, minimum: int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequest(f"'{param}' must be an integer, got {_describe(value)}", param)
-    if value < minimum:
+    if minimum is not None and value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
         raise InvalidRequest(f"'{param}' must be {kind}, got {value}", param)
     return value
@@ -199,6 +203,9 @@ _CHAT_OWN_FIELDS = frozenset(
 )
 # Pass-through fields that the provider turns into prompt tokens; they count towards the bound.
 _PROMPT_BEARING_FIELDS: tuple[str, ...] = ("tools", "functions", "tool_choice", "response_format")
+# Fields whose cost no text price and no max_tokens can bound (audio output, predicted outputs,
+# web search fees): refused, because the router promises a per-request cost it can keep.
+_UNBOUNDABLE_FIELDS: tuple[str, ...] = ("audio", "prediction", "web_search_options")
 AUTO_MODEL = "auto"
 
 
@@ -220,8 +227,16 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def parse_chat_body(body: Any, header_routing: Mapping[str, Any] | None = None) -> ChatRequest:
-    """Validate a decoded Chat Completions body; routing fields in the body win over headers."""
+def parse_chat_body(
+    body: Any,
+    header_routing: Mapping[str, Any] | None = None,
+    header_names: Mapping[str, str] | None = None,
+) -> ChatRequest:
+    """Validate a decoded Chat Completions body; routing fields in the body win over headers.
+
+    ``header_routing`` holds routing fields given as request headers and ``header_names`` the
+    header each came in, so an error names what the caller actually sent.
+    """
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     model = body.get("model")
@@ -233,9 +248,18 @@ def parse_chat_body(body: Any, header_routing: Mapping[str, Any] | None = None) 
     messages = tuple(_parse_message(index, message) for index, message in enumerate(raw_messages))
 
     routing_body = _optional_object(body, "routing")
-    merged = {name: value for name, value in (header_routing or {}).items() if value is not None}
-    merged.update({name: routing_body[name] for name in ROUTING_FIELDS if routing_body.get(name) is not None})
-    constraints, task_type, expected = parse_routing(merged, {name: f"routing.{name}" for name in ROUTING_FIELDS})
+    merged: dict[str, Any] = {}
+    param_names: dict[str, str] = {}
+    for name in ROUTING_FIELDS:
+        if routing_body.get(name) is not None:
+            merged[name], param_names[name] = routing_body[name], f"routing.{name}"
+        elif (header_routing or {}).get(name) is not None:
+            merged[name] = header_routing[name]  # type: ignore[index]
+            param_names[name] = (header_names or {}).get(name, name)
+        else:
+            param_names[name] = f"routing.{name}"
+    constraints, task_type, expected = parse_routing(merged, param_names)
+    _refuse_unboundable_fields(body)
 
     max_tokens_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = optional_int(body, max_tokens_field, minimum=1)
@@ -262,6 +286,7 @@ def parse_chat_body(body: Any, header_routing: Mapping[str, Any] | None = None) 
             max_tokens=max_tokens,
             max_tokens_field=max_tokens_field,
             provider_params=params,
+            param_names=param_names,
         ),
         stream=stream,
         include_usage=include_usage,
@@ -294,3 +319,17 @@ def _parse_message(index: int, message: Any) -> ChatMessage:
     if extra:
         text += json.dumps(extra)
     return ChatMessage(role=role, content=text, name=name)
+
+
+def _refuse_unboundable_fields(body: Mapping[str, Any]) -> None:
+    modalities = body.get("modalities")
+    if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
+        raise InvalidRequest(
+            "'modalities' may only be [\"text\"]: the router prices text tokens only and cannot bound other output",
+            "modalities",
+        )
+    for name in _UNBOUNDABLE_FIELDS:
+        if body.get(name) is not None:
+            raise InvalidRequest(
+                f"'{name}' is not supported: its cost cannot be bounded by text prices and max_tokens", name
+            )

@@ -33,8 +33,15 @@ def header_name(field_name: str) -> str:
     return "x-route-" + field_name.replace("_", "-")
 
 
+HEADER_NAMES: dict[str, str] = {field_name: header_name(field_name) for field_name in ROUTING_FIELDS}
+
+
 def header_routing() -> dict[str, Any]:
-    """Routing fields given as ``x-route-*`` headers, decoded."""
+    """Routing fields given as ``x-route-*`` headers, decoded as JSON scalars where they parse.
+
+    A value that does not parse is kept as text, so validation refuses it naming the header, and
+    only when the body does not set the same field.
+    """
     values: dict[str, Any] = {}
     for field_name in ROUTING_FIELDS:
         raw = request.headers.get(header_name(field_name))
@@ -45,11 +52,8 @@ def header_routing() -> dict[str, Any]:
             continue
         try:
             values[field_name] = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidRequest(
-                f"header '{header_name(field_name)}' must hold a JSON number or boolean, got {raw!r}",
-                header_name(field_name),
-            ) from exc
+        except ValueError:
+            values[field_name] = raw
     return values
 
 
@@ -66,21 +70,16 @@ def list_models() -> Response:
 def chat_completions() -> Response:
     """Route (model "auto") or call a pinned model, answering as OpenAI does."""
     began = time.perf_counter()
-    raw_body = read_json_body()
-    from_headers = header_routing()
-    try:
-        chat = parse_chat_body(raw_body, from_headers)
-        service = runtime().service
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        if chat.stream:
-            streamed = service.route_stream(chat.route, time_left_s())
-            headers = _route_headers(streamed.result, began, final=False)
-            body = _sse(streamed.result, streamed.pieces, completion_id, created, chat.include_usage)
-            return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
-        result = service.route(chat.route, time_left_s())
-    except InvalidRequest as exc:
-        raise _name_the_source(exc, raw_body, from_headers) from exc
+    chat = parse_chat_body(read_json_body(), header_routing(), HEADER_NAMES)
+    service = runtime().service
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if chat.stream:
+        streamed = service.route_stream(chat.route, time_left_s())
+        headers = _route_headers(streamed.result, began, final=False)
+        body = _sse(streamed.result, streamed.pieces, completion_id, created, chat.include_usage)
+        return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
+    result = service.route(chat.route, time_left_s())
     completion = result.completion
     assert completion is not None
     body = {
@@ -100,25 +99,6 @@ def chat_completions() -> Response:
         "routing": routing_summary(result),
     }
     return _json_response(body, headers=_route_headers(result, began, final=True))
-
-
-def _name_the_source(exc: InvalidRequest, body: Any, from_headers: dict[str, Any]) -> InvalidRequest:
-    """Name a routing field's error after where the caller put it: ``routing.<field>`` in the body,
-    or the ``x-route-*`` header when the value came from a header (the body wins when both)."""
-    field_name = (exc.param or "").removeprefix("routing.")
-    if field_name not in ROUTING_FIELDS:
-        return exc
-    routing = body.get("routing") if isinstance(body, dict) else None
-    in_body = isinstance(routing, dict) and routing.get(field_name) is not None
-    if in_body or field_name not in from_headers:
-        if exc.param == field_name:  # named without its prefix (e.g. prefer_provider by the service)
-            return InvalidRequest(exc.message, f"routing.{field_name}", exc.status)
-        return exc
-    header = header_name(field_name)
-    message = exc.message.replace(f"'routing.{field_name}'", f"header '{header}'")
-    if message == exc.message:
-        message = f"header '{header}': {exc.message}"
-    return InvalidRequest(message, header, exc.status)
 
 
 def routing_summary(result: RouteResult) -> dict[str, Any]:
