@@ -178,6 +178,29 @@ def select_model(
     if constraints.strict_budget and budget is not None:
         trace.append("strict_budget: the budget is never relaxed, so rungs 2 and 4 are not used.")
 
+    def decide(
+        pick: Model | None,
+        rung: Rung | None,
+        description: str | None,
+        failure: str | None = None,
+        budget_refused: bool = False,
+    ) -> Decision:
+        return Decision(
+            strategy=STRATEGY,
+            model=pick,
+            estimate=estimates[pick.id] if pick else None,
+            rung=rung.number if rung else None,
+            rung_description=description,
+            required_quality=quality,
+            quality_source=quality_source,
+            output_tokens_source=output_source,
+            latency_relaxed=latency_relaxed,
+            candidates=_verdicts(models, pick, rung, pool, exclusions, estimates, quality, budget),
+            trace=tuple(trace),
+            failure=failure,
+            budget_refused=budget_refused,
+        )
+
     def meets_quality(model: Model) -> bool:
         return model.quality >= quality
 
@@ -207,20 +230,7 @@ def select_model(
             f"Chose {pick.id} on rung {rung.number}: estimated {format_usd(estimates[pick.id].cost_usd)}, "
             f"{estimates[pick.id].latency_ms} ms, quality {pick.quality}."
         )
-        candidates = _verdicts(models, pick, rung, pool, exclusions, estimates, quality, budget)
-        return Decision(
-            strategy=STRATEGY,
-            model=pick,
-            estimate=estimates[pick.id],
-            rung=rung.number,
-            rung_description=description,
-            required_quality=quality,
-            quality_source=quality_source,
-            output_tokens_source=output_source,
-            latency_relaxed=latency_relaxed,
-            candidates=candidates,
-            trace=tuple(trace),
-        )
+        return decide(pick, rung, description)
 
     budget_refused = bool(pool) and constraints.strict_budget and budget is not None
     if not pool:
@@ -230,22 +240,7 @@ def select_model(
     else:
         failure = "no model qualifies"
     trace.append(f"No model chosen: {failure}.")
-    candidates = _verdicts(models, None, None, pool, exclusions, estimates, quality, budget)
-    return Decision(
-        strategy=STRATEGY,
-        model=None,
-        estimate=None,
-        rung=None,
-        rung_description=None,
-        required_quality=quality,
-        quality_source=quality_source,
-        output_tokens_source=output_source,
-        latency_relaxed=latency_relaxed,
-        candidates=candidates,
-        trace=tuple(trace),
-        failure=failure,
-        budget_refused=budget_refused,
-    )
+    return decide(None, None, None, failure, budget_refused)
 
 
 def _apply_latency_limit(
