@@ -172,8 +172,9 @@ def table(results: dict[str, Any]) -> str:
                              f"{_fmt(ours['rps'])}, {_fmt(ours['p50_ms'], 2)} / {_fmt(ours['p99_ms'], 2)}",
                              f"{_fmt(floor['rps'])}, {_fmt(floor['p50_ms'], 2)} / {_fmt(floor['p99_ms'], 2)}",
                              f"x{http[f'ratio_rps_{worker_class}_{c}']}", target))
-        rows.append(("3 gthread vs sync, ours: req/s c1 / c16", f"x{http['gthread_vs_sync_ours_c1']} / "
-                     f"x{http['gthread_vs_sync_ours_c16']}", "", "", ""))
+        rows.append(("3 gthread vs sync: req/s ratio c1 / c16", f"x{http['gthread_vs_sync_ours_c1']} / "
+                     f"x{http['gthread_vs_sync_ours_c16']}", f"x{http['gthread_vs_sync_floor_c1']} / "
+                     f"x{http['gthread_vs_sync_floor_c16']}", "", ""))
         io_g, io_s = runs["ours_io100ms_gthread"]["c16"], runs["ours_io100ms_sync"]["c16"]
         rows.append(("3 100 ms mock calls, c16: req/s, p50 ms (gthread | sync)",
                      f"{_fmt(io_g['rps'])}, {_fmt(io_g['p50_ms'])}", f"sync {_fmt(io_s['rps'])}, {_fmt(io_s['p50_ms'])}",

@@ -1,11 +1,13 @@
 """Figure 3: HTTP on loopback, gunicorn with ``gunicorn.conf.py``, load from wrk.
 
 Each server is started exactly as ``make serve`` starts it (``gunicorn -c gunicorn.conf.py``),
-on a free port of 127.0.0.1, and stopped (SIGTERM to the master it started) before the next:
+on a free port of 127.0.0.1, and stopped with SIGTERM to the master it started:
 
 * ours (``costroute.wsgi:app``) and the floor (``bench.floor_app:app``), each with the default
   worker class (gthread) and with ``GUNICORN_WORKER_CLASS=sync``, at concurrency 1 and 16,
-  POST /route with the seed's haiku body (mock provider, instant);
+  POST /route with the seed's haiku body (mock provider, instant). The four servers run at once
+  (idle workers cost no CPU) and are measured in turn, A B C D D C B A, so that a change in the
+  machine's load during the run hits each of them alike;
 * ours at concurrency 16 with a registry whose mock models wait 100 ms (``mock_delay_ms``), like
   a fast real model: what a worker class does when calls are IO-bound.
 
@@ -25,10 +27,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-
-from contextlib import contextmanager
 
 from bench.common import ROOT, clean_env, haiku_json, loadavg
 
@@ -148,36 +149,73 @@ def wrk(wrk_path: str, url: str, body_file: str, connections: int, seconds: int)
     }
 
 
+def _merge(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure from several wrk runs: requests/s over their whole time, percentiles averaged."""
+    seconds = sum(segment["requests"] / segment["rps"] for segment in segments if segment["rps"])
+    merged: dict[str, Any] = {
+        "connections": segments[0]["connections"],
+        "rps": round(sum(segment["requests"] for segment in segments) / seconds, 1) if seconds else 0.0,
+        "requests": sum(segment["requests"] for segment in segments),
+        "errors": sum(segment["errors"] for segment in segments),
+        "segments_rps": [segment["rps"] for segment in segments],
+    }
+    for key in ("p50_ms", "p90_ms", "p99_ms"):
+        merged[key] = round(sum(segment[key] for segment in segments) / len(segments), 3)
+    return merged
+
+
 def run(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
+    """Every server up at once, measured in an ABBA order so drift in the machine's load hits all alike."""
     wrk_path = ensure_wrk(log)
     if wrk_path is None:
         return {"skipped": "wrk is not available"}
-    seconds = 1 if quick else 5
+    segment = 1 if quick else 3
     workdir = Path(tempfile.mkdtemp(prefix="costroute-bench-"))
     body_file = workdir / "haiku.json"
     body_file.write_text(haiku_json())
     log_path = workdir / "gunicorn.log"
-    results: dict[str, Any] = {"seconds_per_run": seconds, "gunicorn_log": str(log_path), "runs": {}}
+    results: dict[str, Any] = {
+        "seconds_per_segment": segment,
+        "method": "4 servers up at once; per concurrency, wrk runs of each in the order A B C D D C B A; "
+                  "requests/s over both runs, percentiles the mean of the two",
+        "runs": {},
+    }
     classes = {"gthread": {}, "sync": {"GUNICORN_WORKER_CLASS": "sync"}}
+    servers = {f"{name}_{worker_class}": (app, class_env)
+               for worker_class, class_env in classes.items() for name, app in (("ours", OURS), ("floor", FLOOR))}
+    failed = False
     try:
-        for worker_class, class_env in classes.items():
-            for name, app in (("ours", OURS), ("floor", FLOOR)):
-                key = f"{name}_{worker_class}"
-                print(f"bench: http {key}", file=log)
-                with gunicorn(app, class_env, log_path) as (base, master):
-                    url = base + "/route"
-                    wrk(wrk_path, url, str(body_file), 16, 1)  # warm every worker
-                    runs = {f"c{c}": wrk(wrk_path, url, str(body_file), c, seconds) for c in (1, 16)}
-                    runs["worker_rss_mb"] = _worker_rss_mb(master)
-                    runs["loadavg"] = loadavg()
-                results["runs"][key] = runs
+        with ExitStack() as stack:
+            urls: dict[str, str] = {}
+            masters: dict[str, int] = {}
+            for key, (app, env) in servers.items():
+                base, master = stack.enter_context(gunicorn(app, env, log_path))
+                urls[key], masters[key] = base + "/route", master
+            for url in urls.values():
+                wrk(wrk_path, url, str(body_file), 16, 1)  # warm every worker
+            order = list(servers) + list(reversed(servers))
+            for connections in (1, 16):
+                print(f"bench: http c{connections}: {' '.join(order)}", file=log)
+                segments: dict[str, list[dict[str, Any]]] = {key: [] for key in servers}
+                for key in order:
+                    segments[key].append(wrk(wrk_path, urls[key], str(body_file), connections, segment))
+                for key in servers:
+                    results["runs"].setdefault(key, {})[f"c{connections}"] = _merge(segments[key])
+            for key in servers:
+                results["runs"][key]["worker_rss_mb"] = _worker_rss_mb(masters[key])
+            results["loadavg"] = loadavg()
         for worker_class, class_env in classes.items():
             key = f"ours_io100ms_{worker_class}"
             print(f"bench: http {key}", file=log)
             with gunicorn(OURS, {**class_env, "MODELS_CONFIG_JSON": SLOW_REGISTRY}, log_path) as (base, _):
-                results["runs"][key] = {"c16": wrk(wrk_path, base + "/route", str(body_file), 16, seconds)}
+                results["runs"][key] = {"c16": wrk(wrk_path, base + "/route", str(body_file), 16, 2 * segment)}
+    except Exception:
+        failed = True
+        print(f"bench: gunicorn's log is kept in {log_path}", file=log)
+        raise
     finally:
-        body_file.unlink(missing_ok=True)
+        if not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
     runs = results["runs"]
     for worker_class in classes:
         for c in ("c1", "c16"):
@@ -185,6 +223,7 @@ def run(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
             results[f"ratio_rps_{worker_class}_{c}"] = round(ours["rps"] / floor["rps"], 2)
     for c in ("c1", "c16"):
         results[f"gthread_vs_sync_ours_{c}"] = round(runs["ours_gthread"][c]["rps"] / runs["ours_sync"][c]["rps"], 2)
+        results[f"gthread_vs_sync_floor_{c}"] = round(runs["floor_gthread"][c]["rps"] / runs["floor_sync"][c]["rps"], 2)
     results["gthread_vs_sync_io100ms_c16"] = round(
         runs["ours_io100ms_gthread"]["c16"]["rps"] / runs["ours_io100ms_sync"]["c16"]["rps"], 2
     )
