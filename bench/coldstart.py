@@ -143,6 +143,7 @@ def run(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
     cache = tempfile.TemporaryDirectory(prefix="costroute-bench-pyc-")
     empty = tempfile.TemporaryDirectory(prefix="costroute-bench-nopyc-")
     base = clean_env({"PYTHONPYCACHEPREFIX": cache.name})
+    base.pop("PYTHONDONTWRITEBYTECODE", None)  # the private cache must fill, whatever the caller's setting
     no_bytecode = clean_env({"PYTHONPYCACHEPREFIX": empty.name, "PYTHONDONTWRITEBYTECODE": "1"})
     results: dict[str, Any] = {"python": PYTHON}
     server = None
@@ -161,6 +162,7 @@ def run(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
             "MODELS_CONFIG_SSM_PARAMETER": PARAMETER,
             "OPENAI_API_KEY_SECRET_ID": SECRET,
         })
+        aws.pop("PYTHONDONTWRITEBYTECODE", None)
         results["aws"] = _measure({"aws": ("handler", aws)}, runs)["aws"]
         breakdown_runs = [run_child_json([CHILD, "aws"], aws) for _ in range(3 if quick else 5)]
         results["aws_breakdown"] = {

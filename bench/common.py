@@ -95,8 +95,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     drop_prefixes = ("AWS_", "OPENAI_", "MODELS_CONFIG", "GUNICORN_", "MOCK_", "BREAKER_")
     drop = {"WEB_CONCURRENCY", "PORT", "HOST", "CONFIG_TTL_SECONDS", "REQUEST_DEADLINE_SECONDS",
-            "PROVIDER_TIMEOUT_SECONDS", "MAX_BODY_BYTES", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX",
-            "PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP", "LOG_LEVEL"}
+            "PROVIDER_TIMEOUT_SECONDS", "MAX_BODY_BYTES", "PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP", "LOG_LEVEL"}
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(drop_prefixes)}
     # boto3 must never look for real credentials or the instance metadata service.
     env["AWS_EC2_METADATA_DISABLED"] = "true"
