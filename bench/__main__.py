@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import coldstart, loopback, selection
-from bench.common import PYTHON, ROOT, clean_env, loadavg, registry_rows, run_child_json
+from bench.common import ROOT, clean_env, loadavg, registry_rows, run_child_json
 
 RESULTS = ROOT / "bench" / "results"
 

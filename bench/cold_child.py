@@ -76,7 +76,8 @@ def main(mode: str) -> dict:
 
     # ru_maxrss survives execve on Linux: a child of a large parent reports the parent's peak. The
     # kernel's high-water mark of this process's own memory (VmHWM) starts afresh at exec.
-    result["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    result["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
     result["max_rss_mb"] = result["ru_maxrss_mb"]
     try:
         with open("/proc/self/status", encoding="ascii") as status:

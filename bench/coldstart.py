@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, ROOT, clean_env, run_child_json

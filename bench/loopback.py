@@ -77,7 +77,9 @@ def free_port() -> int:
 
 def _worker_rss_mb(master_pid: int) -> list[float]:
     """Resident memory of each worker (children of the master), in MB."""
-    sizes = []
+    sizes: list[float] = []
+    if not Path("/proc").is_dir():
+        return sizes
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
