@@ -6,7 +6,8 @@ timestamped copy) for later comparison. Options:
   --quick          short runs, to check that everything works (figures are not comparable)
   --only 1,3       only these figures (1 selection, 2 Lambda in process, 3 HTTP, 4 cold start
                    and 5 imports, 6 dry run over 1,000 models)
-  --output PATH    where to write the JSON (default bench/results/latest.json)
+  --output PATH    where to write the JSON (default bench/results/latest.json; quick.json
+                   with --quick, so a smoke run never replaces the last real figures)
 
 Needs no network but loopback, except ``apt-get install -y wrk`` when wrk is missing.
 """
@@ -226,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test, not figures")
     parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated figure numbers")
-    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default bench/results/latest.json (quick.json with --quick)")
     options = parser.parse_args(argv)
+    if options.output is None:
+        options.output = RESULTS / ("quick.json" if options.quick else "latest.json")
     only = {part.strip() for part in options.only.split(",") if part.strip()}
     started = time.monotonic()
     results: dict[str, Any] = {
