@@ -36,7 +36,8 @@ for its own thread pool, so the concurrency a client actually gets is close to `
 not ``workers x threads``. Measured on 2 cores with 100 ms mock calls at 16 connections:
 8 threads x 2 workers served 77 requests/s (p50 200 ms: requests queued), 16 or 32 threads
 154/s (p50 101 ms); at 64 connections 32 threads served 536/s where 8 threads x 4 workers
-served 287/s. With an instant mock, 32 threads were as fast as 8.
+served 287/s. With an instant mock, 8 and 32 threads differed by less than the noise of
+that (shared) machine.
 
 Timeouts: the router gives up on a request after ``REQUEST_DEADLINE_SECONDS`` (25 s by
 default). For gthread workers ``timeout`` only detects a hung worker process (the worker's
