@@ -17,7 +17,13 @@ from decimal import Decimal
 from typing import Callable, Iterator, Mapping
 
 from costroute.breaker import CircuitBreakers
-from costroute.core.estimate import cost_usd, estimate_prompt_tokens, output_token_ceiling, prompt_token_bound
+from costroute.core.estimate import (
+    cost_usd,
+    estimate_prompt_tokens,
+    input_alone_exceeds,
+    output_token_ceiling,
+    prompt_token_bound,
+)
 from costroute.core.registry import Model, Registry
 from costroute.core.requests import InvalidRequest, RouteRequest
 from costroute.core.selection import Decision, SelectionRequest, UnknownProviderError, format_usd, select_model
@@ -226,7 +232,7 @@ class RouterService:
         for model in models:
             reason = self.availability(model) or self._breakers.skip_reason(model.id)
             if reason is None and budget is not None:
-                if output_token_ceiling(model, budget, bound) == 0:
+                if input_alone_exceeds(model, budget, bound):
                     over_budget.add(model.id)
                     reason = (
                         f"the input alone could cost more than the budget of {format_usd(budget)} "

@@ -104,3 +104,22 @@ def test_ceiling_is_zero_when_input_alone_reaches_the_budget_and_capped_by_model
     assert output_token_ceiling(m, Decimal("0.001"), 100) == 0
     assert output_token_ceiling(m, Decimal("1"), 10) == 50
     assert output_token_ceiling(model("0.001", "0", max_out=77), Decimal("1"), 10) == 77
+
+
+def test_input_alone_exceeds_agrees_with_a_zero_ceiling() -> None:
+    from costroute.core.estimate import input_alone_exceeds
+
+    prices = ["0", "0.00001", "0.0003", "0.002", "0.03"]
+    budgets = [Decimal(b) for b in ("0.000001", "0.00005", "0.0004", "0.002", "0.01")]
+    for in_price in prices:
+        for out_price in prices:
+            m = model(in_price, out_price, max_out=500)
+            for budget in budgets:
+                for bound in (1, 7, 120, 3000):
+                    assert input_alone_exceeds(m, budget, bound) == (output_token_ceiling(m, budget, bound) == 0)
+
+
+def test_text_tokens_count_ascii_and_other_characters_alike_on_long_text() -> None:
+    text = ("naïve café 日本 " * 2000) + "plain ascii " * 1000
+    ascii_chars = sum(1 for char in text if ord(char) < 128)
+    assert estimate_text_tokens(text) == -(-ascii_chars // 4) + (len(text) - ascii_chars)

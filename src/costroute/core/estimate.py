@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 from costroute.core.registry import Model
 
@@ -66,9 +66,8 @@ class ChatMessage:
     name: str | None = None
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """What one model is expected to take and cost for one request."""
+class Estimate(NamedTuple):
+    """What one model is expected to take and cost for one request (a tuple: built per model per request)."""
 
     input_tokens: int
     output_tokens: int
@@ -78,7 +77,7 @@ class Estimate:
 
 def estimate_text_tokens(text: str) -> int:
     """Typical token count of a text: ~4 ASCII characters per token, 1 per other character."""
-    ascii_chars = sum(1 for char in text if ord(char) < 128)
+    ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", errors="ignore"))
     other_chars = len(text) - ascii_chars
     return -(-ascii_chars // CHARS_PER_TOKEN) + other_chars
 
@@ -147,6 +146,13 @@ def estimate_for(model: Model, input_tokens: int, output_tokens: int) -> Estimat
         cost_usd=cost_usd(model, input_tokens, output),
         latency_ms=model.latency_ms,
     )
+
+
+def input_alone_exceeds(model: Model, budget_usd: Decimal, prompt_bound: int) -> bool:
+    """Whether a worst-case prompt leaves no room for one output token: ``output_token_ceiling`` is 0."""
+    if model.output_cost_per_1k == 0:
+        return cost_usd(model, prompt_bound, 0) >= budget_usd
+    return cost_usd(model, prompt_bound, 1) > budget_usd
 
 
 def output_token_ceiling(model: Model, budget_usd: Decimal, prompt_bound: int) -> int:

@@ -62,11 +62,11 @@ class Model:
     latency_ms: int
     max_output_tokens: int
     mock: MockBehaviour = field(default_factory=MockBehaviour)
+    # The model's id, ``provider:name``: stored once, because selection reads it many times.
+    id: str = field(init=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        """The model's id, ``provider:name``."""
-        return f"{self.provider}:{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.provider}:{self.name}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from costroute.core.estimate import Estimate, estimate_for, expected_output_tokens, required_quality
 from costroute.core.registry import Model
@@ -71,9 +71,8 @@ class SelectionRequest:
     expected_output_tokens: int | None = None
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One model's estimate and verdict for one request."""
+class Candidate(NamedTuple):
+    """One model's estimate and verdict for one request (a tuple: built per model per request)."""
 
     model: Model
     estimate: Estimate
