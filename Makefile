@@ -11,6 +11,8 @@ WHEELHOUSE := .cache/wheels
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.stamp
 # How `sam build` fetches the runtime requirements: for the function's arm64 / Python 3.12.
 ARTIFACT_PIP_FLAGS ?= --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 --only-binary=:all:
+# The function's runtime, which compiles the artifact's .pyc files (sam build needs it on PATH too).
+ARTIFACT_PYTHON ?= python3.12
 
 .PHONY: setup run serve test bench invoke validate-template clean
 
@@ -64,6 +66,9 @@ build-RouterFunction:
 	find "$(ARTIFACTS_DIR)/costroute" -name __pycache__ -prune -exec rm -rf {} +
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile --upgrade -r requirements.txt \
 		-t "$(ARTIFACTS_DIR)" $(ARTIFACT_PIP_FLAGS)
+	# /var/task is read-only: without shipped .pyc files every cold start compiles every module.
+	# unchecked-hash: the zip's timestamps cannot invalidate them; the runtime's Python must compile.
+	$(ARTIFACT_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"
 
 clean:
 	rm -rf $(VENV) .cache .aws-sam .pytest_cache
