@@ -123,3 +123,10 @@ def test_text_tokens_count_ascii_and_other_characters_alike_on_long_text() -> No
     text = ("naïve café 日本 " * 2000) + "plain ascii " * 1000
     ascii_chars = sum(1 for char in text if ord(char) < 128)
     assert estimate_text_tokens(text) == -(-ascii_chars // 4) + (len(text) - ascii_chars)
+
+
+def test_estimates_for_many_models_equal_one_by_one() -> None:
+    from costroute.core.estimate import estimates_for
+
+    models = [Model("mock", f"m{i}", 3, Decimal(f"0.000{i}1"), Decimal(f"0.00{i}3"), 100 + i, 50 * (i + 1)) for i in range(8)]
+    assert estimates_for(models, 37, 180) == {m.id: estimate_for(m, 37, 180) for m in models}

@@ -130,7 +130,7 @@ def required_quality(min_quality: int | None, task_type: str | None) -> tuple[in
 
 def cost_usd(model: Model, input_tokens: int, output_tokens: int) -> Decimal:
     """Exact dollar cost of a call with these token counts."""
-    return (input_tokens * model.input_cost_per_1k + output_tokens * model.output_cost_per_1k) / 1000
+    return input_tokens * model.input_cost_per_token + output_tokens * model.output_cost_per_token
 
 
 def estimate_for(model: Model, input_tokens: int, output_tokens: int) -> Estimate:
@@ -139,13 +139,7 @@ def estimate_for(model: Model, input_tokens: int, output_tokens: int) -> Estimat
     Latency is the registry's ``latency_ms`` whatever the output length: the registry states a
     typical time to a complete answer, and no per-token speed is known for a model.
     """
-    output = min(output_tokens, model.max_output_tokens)
-    return Estimate(
-        input_tokens=input_tokens,
-        output_tokens=output,
-        cost_usd=cost_usd(model, input_tokens, output),
-        latency_ms=model.latency_ms,
-    )
+    return estimates_for((model,), input_tokens, output_tokens)[model.id]
 
 
 def input_alone_exceeds(model: Model, budget_usd: Decimal, prompt_bound: int) -> bool:
@@ -153,6 +147,17 @@ def input_alone_exceeds(model: Model, budget_usd: Decimal, prompt_bound: int) ->
     if model.output_cost_per_1k == 0:
         return cost_usd(model, prompt_bound, 0) >= budget_usd
     return cost_usd(model, prompt_bound, 1) > budget_usd
+
+
+def estimates_for(models: Iterable[Model], input_tokens: int, output_tokens: int) -> dict[str, Estimate]:
+    """``estimate_for`` of every model, keyed by id: the hot path of selection, so done in one loop."""
+    exact_input = Decimal(input_tokens)
+    estimates = {}
+    for model in models:
+        output = output_tokens if output_tokens <= model.max_output_tokens else model.max_output_tokens
+        cost = exact_input * model.input_cost_per_token + output * model.output_cost_per_token
+        estimates[model.id] = Estimate(input_tokens, output, cost, model.latency_ms)
+    return estimates
 
 
 def output_token_ceiling(model: Model, budget_usd: Decimal, prompt_bound: int) -> int:

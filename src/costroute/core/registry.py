@@ -62,11 +62,16 @@ class Model:
     latency_ms: int
     max_output_tokens: int
     mock: MockBehaviour = field(default_factory=MockBehaviour)
-    # The model's id, ``provider:name``: stored once, because selection reads it many times.
+    # Derived once, because selection reads them for every model of every request: the id
+    # ``provider:name`` and the exact prices per single token (a Decimal division is not cheap).
     id: str = field(init=False, compare=False)
+    input_cost_per_token: Decimal = field(init=False, compare=False, repr=False)
+    output_cost_per_token: Decimal = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{self.provider}:{self.name}")
+        object.__setattr__(self, "input_cost_per_token", self.input_cost_per_1k / 1000)
+        object.__setattr__(self, "output_cost_per_token", self.output_cost_per_1k / 1000)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-from costroute.core.estimate import Estimate, estimate_for, expected_output_tokens, required_quality
+from costroute.core.estimate import Estimate, estimates_for, expected_output_tokens, required_quality
 from costroute.core.registry import Model
 
 STRATEGY = "quality_then_cost_with_provider_bias"
@@ -146,14 +146,14 @@ def select_model(
     """Run the ladder over the models; ``unavailable`` maps model ids to why they cannot be used."""
     unavailable = unavailable or {}
     constraints = request.constraints
-    providers = sorted({model.provider for model in models})
-    if constraints.prefer_provider is not None and constraints.prefer_provider not in providers:
-        raise UnknownProviderError(constraints.prefer_provider, providers)
+    preferred = constraints.prefer_provider
+    if preferred is not None and not any(model.provider == preferred for model in models):
+        raise UnknownProviderError(preferred, sorted({model.provider for model in models}))
 
     quality, quality_source = required_quality(constraints.min_quality, request.task_type)
     output_tokens, output_source = expected_output_tokens(request.expected_output_tokens, request.task_type)
     budget = constraints.max_cost_usd
-    estimates = {model.id: estimate_for(model, request.input_tokens, output_tokens) for model in models}
+    estimates = estimates_for(models, request.input_tokens, output_tokens)
     trace: list[str] = [
         f"Required quality {quality}, from {quality_source}.",
         f"Estimated {request.input_tokens} input tokens (heuristic) and {output_tokens} output tokens, "
@@ -177,6 +177,11 @@ def select_model(
     if constraints.strict_budget and budget is not None:
         trace.append("strict_budget: the budget is never relaxed, so rungs 2 and 4 are not used.")
 
+    # One sort serves every cost-objective rung (filtering keeps the order) and the candidates.
+    by_cost = sorted(models, key=_sort_key(RUNGS[0], estimates))
+    pool_ids = {model.id for model in pool}
+    pool_by_cost = [model for model in by_cost if model.id in pool_ids]
+
     def decide(
         pick: Model | None,
         rung: Rung | None,
@@ -194,30 +199,34 @@ def select_model(
             quality_source=quality_source,
             output_tokens_source=output_source,
             latency_relaxed=latency_relaxed,
-            candidates=_verdicts(models, pick, rung, pool, exclusions, estimates, quality, budget),
+            candidates=_verdicts(by_cost, pick, rung, pool_ids, exclusions, estimates, quality, budget),
             trace=tuple(trace),
             failure=failure,
             budget_refused=budget_refused,
         )
 
+    good = {model.id for model in pool if model.quality >= quality}
+    cheap = {model.id for model in pool if budget is None or estimates[model.id].cost_usd <= budget}
+
     def meets_quality(model: Model) -> bool:
-        return model.quality >= quality
+        return model.id in good
 
     def within_budget(model: Model) -> bool:
-        return budget is None or estimates[model.id].cost_usd <= budget
+        return model.id in cheap
 
     for rung in rungs:
-        members = [
+        ordered = [
             model
-            for model in pool
-            if (not rung.needs_quality or meets_quality(model)) and (not rung.needs_budget or within_budget(model))
+            for model in pool_by_cost
+            if (not rung.needs_quality or model.id in good) and (not rung.needs_budget or model.id in cheap)
         ]
+        members = ordered
         description = rung.describe(quality, budget)
         if not members:
             trace.append(f"{_capitalise(description)}: empty. {_why_empty(rung, pool, meets_quality, within_budget)}")
             continue
-        key = _sort_key(rung, estimates)
-        ordered = sorted(members, key=key)
+        if rung.objective != "cost":
+            ordered = sorted(members, key=_sort_key(rung, estimates))
         pick = ordered[0]
         shown = ", ".join(f"{m.id} ({format_usd(estimates[m.id].cost_usd)}, quality {m.quality})" for m in ordered[:TRACE_LISTED])
         more = f" and {len(ordered) - TRACE_LISTED} more" if len(ordered) > TRACE_LISTED else ""
@@ -248,7 +257,7 @@ def _apply_latency_limit(
     if limit is None:
         return available, False
     fast = [model for model in available if model.latency_ms <= limit]
-    slow = sorted((model for model in available if model.latency_ms > limit), key=lambda m: m.id)
+    slow = sorted((model for model in available if model.latency_ms > limit), key=_model_id)
     if not fast and available:
         trace.append(
             f"Latency limit {limit} ms: no available model meets it (fastest is "
@@ -264,6 +273,10 @@ def _apply_latency_limit(
     else:
         trace.append(f"Latency limit {limit} ms: every available model meets it.")
     return fast, False
+
+
+def _model_id(model: Model) -> str:
+    return model.id
 
 
 def _sort_key(rung: Rung, estimates: Mapping[str, Estimate]) -> Callable[[Model], tuple]:
@@ -343,18 +356,17 @@ def _why_empty(
 
 
 def _verdicts(
-    models: Sequence[Model],
+    by_cost: Sequence[Model],
     pick: Model | None,
     rung: Rung | None,
-    pool: list[Model],
+    pool_ids: set[str],
     exclusions: Mapping[str, str],
     estimates: Mapping[str, Estimate],
     quality: int,
     budget: Decimal | None,
 ) -> tuple[Candidate, ...]:
-    pool_ids = {model.id for model in pool}
     verdicts = []
-    for model in sorted(models, key=lambda m: (estimates[m.id].cost_usd, -m.quality, m.latency_ms, m.id)):
+    for model in by_cost:
         estimate = estimates[model.id]
         if pick is not None and model.id == pick.id:
             verdicts.append(Candidate(model, estimate, CHOSEN, f"chosen on rung {rung.number if rung else '?'}"))
