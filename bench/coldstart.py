@@ -80,8 +80,12 @@ def _measure(modes: dict[str, tuple[str, dict[str, str]]], runs: int, warm: bool
 
 def _start_moto() -> tuple[Any, str]:
     """A moto server on loopback holding the registry parameter and the key's secret."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    # moto's werkzeug server logs every request; the table is what the reader came for.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
