@@ -6,6 +6,7 @@ warm. Importing this module does no network work and reads no configuration sour
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 from typing import Any, Callable, Iterable
@@ -85,7 +86,18 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         # 502, and build again on the next invocation (the app is not cached).
         logger.error("the function's environment is invalid: %s", exc)
         return _error_response(500, "config_invalid", str(exc))
-    response = awsgi.response(app, normalise_event(event), context, base64_content_types=BASE64_CONTENT_TYPES)
+    try:
+        response = awsgi.response(app, normalise_event(event), context, base64_content_types=BASE64_CONTENT_TYPES)
+    except (binascii.Error, UnicodeError, TypeError) as exc:
+        # aws-wsgi could not turn the event into a request (a body that is not base64 though it
+        # says so, or not text): the caller's event is wrong, so answer 400 rather than crash.
+        why = {
+            binascii.Error: "it says isBase64Encoded but is not base64",
+            UnicodeEncodeError: "it is not valid text",
+            UnicodeDecodeError: "it is not valid text",
+        }.get(type(exc), "it is not a string")
+        logger.warning("unreadable event body: %s", why)
+        return _error_response(400, "invalid_event", f"the event's body could not be read: {why}")
     response["statusCode"] = int(response["statusCode"])
     return response
 

@@ -439,11 +439,9 @@ def test_key_never_appears_in_responses_or_logs(
     assert len(fake_openai.chat_requests) == 3
     assert {r.headers["authorization"] for r in fake_openai.chat_requests} == {f"Bearer {OPENAI_KEY}"}
 
-    # Logs were really captured at DEBUG, botocore's included.
-    names = {record.name for record in caplog.records}
-    assert any(name.startswith("botocore") for name in names), names
-    secret_reads = [r for r in caplog.records if "GetSecretValue" in r.getMessage() and "Making request" in r.getMessage()]
-    assert len(secret_reads) == 2, "the key is read once, then re-read after the 401"
+    # AWS's wire logs carry request signatures and the session token: they stay at INFO and
+    # above even when everything else logs at DEBUG.
+    assert not [r for r in caplog.records if r.name.startswith(("botocore", "urllib3")) and r.levelno < logging.INFO]
     for record in caplog.records:
         assert OPENAI_KEY not in record.getMessage(), (record.name, record.getMessage()[:300])
     assert OPENAI_KEY not in caplog.text

@@ -328,3 +328,15 @@ def test_importing_handler_imports_neither_boto3_nor_openai() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    ("body", "base64", "why"),
+    [("%%%not-base64", True, "not base64"), ("hi \ud800", False, "not valid text"), ({"input": "hi"}, False, "not a string")],
+)
+def test_an_unreadable_event_body_is_a_400_not_a_crash(body: object, base64: bool, why: str) -> None:
+    event = {**load_event("route.json"), "body": body, "isBase64Encoded": base64}
+    response = handler.lambda_handler(event, None)
+    assert response["statusCode"] == 400
+    error = json.loads(response["body"])["error"]
+    assert error["type"] == "invalid_event" and why in error["message"]

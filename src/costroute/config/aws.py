@@ -49,8 +49,16 @@ def _holds_secret(value: Any) -> bool:
 _BODY_FILTER = SecretBodyFilter()
 
 
+# botocore's and urllib3's DEBUG lines carry request headers: signatures and the session token.
+WIRE_LOGGERS = ("botocore", "boto3", "urllib3")
+
+
 def install_log_redaction() -> None:
-    """Attach the filter to botocore's body logger (idempotent)."""
+    """Keep AWS wire logs at INFO or above and blank secret bodies (idempotent)."""
+    for name in WIRE_LOGGERS:
+        wire = logging.getLogger(name)
+        if wire.getEffectiveLevel() < logging.INFO:
+            wire.setLevel(logging.INFO)
     logger = logging.getLogger(BOTOCORE_BODY_LOGGER)
     if _BODY_FILTER not in logger.filters:
         logger.addFilter(_BODY_FILTER)

@@ -20,7 +20,7 @@ Costs are exact ``Decimal`` arithmetic: tokens / 1000 x price per 1k.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Iterable, Mapping, NamedTuple
 
 from costroute.core.registry import Model
@@ -32,6 +32,9 @@ BOUND_TOKENS_PER_MESSAGE = 8
 BOUND_TOKENS_FOR_REPLY = 8
 
 DEFAULT_OUTPUT_TOKENS = 256
+# Money arithmetic runs at 100 significant digits: exact for token counts times any price a
+# registry can sensibly hold, where the default 28 digits could round a large budget.
+EXACT = Context(prec=100)
 UNKNOWN_TASK_QUALITY = 2
 NO_TASK_QUALITY = 1
 
@@ -130,7 +133,8 @@ def required_quality(min_quality: int | None, task_type: str | None) -> tuple[in
 
 def cost_usd(model: Model, input_tokens: int, output_tokens: int) -> Decimal:
     """Exact dollar cost of a call with these token counts."""
-    return input_tokens * model.input_cost_per_token + output_tokens * model.output_cost_per_token
+    with localcontext(EXACT):
+        return input_tokens * model.input_cost_per_token + output_tokens * model.output_cost_per_token
 
 
 def estimate_for(model: Model, input_tokens: int, output_tokens: int) -> Estimate:
@@ -153,10 +157,11 @@ def estimates_for(models: Iterable[Model], input_tokens: int, output_tokens: int
     """``estimate_for`` of every model, keyed by id: the hot path of selection, so done in one loop."""
     exact_input = Decimal(input_tokens)
     estimates = {}
-    for model in models:
-        output = output_tokens if output_tokens <= model.max_output_tokens else model.max_output_tokens
-        cost = exact_input * model.input_cost_per_token + output * model.output_cost_per_token
-        estimates[model.id] = Estimate(input_tokens, output, cost, model.latency_ms)
+    with localcontext(EXACT):
+        for model in models:
+            output = output_tokens if output_tokens <= model.max_output_tokens else model.max_output_tokens
+            cost = exact_input * model.input_cost_per_token + output * model.output_cost_per_token
+            estimates[model.id] = Estimate(input_tokens, output, cost, model.latency_ms)
     return estimates
 
 
@@ -166,13 +171,15 @@ def output_token_ceiling(model: Model, budget_usd: Decimal, prompt_bound: int) -
     Uses the prompt bound, so the result holds whatever the provider counts. Returns 0 when the
     input alone could reach the budget, and the model's max_output_tokens when output is free.
     """
-    remaining = budget_usd - cost_usd(model, prompt_bound, 0)
-    if remaining <= 0:
-        return 0
-    if model.output_cost_per_1k == 0:
-        return model.max_output_tokens
-    allowed = int((remaining * 1000 / model.output_cost_per_1k).to_integral_value(rounding=ROUND_FLOOR))
-    # Decimal division rounds at 28 digits; step back if that rounding crossed a whole token.
+    with localcontext(EXACT):
+        remaining = budget_usd - cost_usd(model, prompt_bound, 0)
+        if remaining <= 0:
+            return 0
+        if model.output_cost_per_1k == 0:
+            return model.max_output_tokens
+        quotient = (remaining / model.output_cost_per_token).to_integral_value(rounding=ROUND_FLOOR)
+        allowed = int(min(quotient, model.max_output_tokens))
+    # Only a price with more digits than EXACT holds could round the quotient up: check the answer.
     while allowed > 0 and cost_usd(model, prompt_bound, allowed) > budget_usd:
         allowed -= 1
-    return min(allowed, model.max_output_tokens)
+    return allowed

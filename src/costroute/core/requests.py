@@ -30,6 +30,10 @@ ROUTING_FIELDS: tuple[str, ...] = (
 )
 
 
+# A per-request budget above this is a mistake, not a budget (and would make the ceiling meaningless).
+MAX_BUDGET_USD = 1_000_000
+
+
 class InvalidRequest(ValueError):
     """A request the service refuses; ``param`` names the offending field."""
 
@@ -157,6 +161,8 @@ def _optional_price(value: Any, param: str) -> Decimal | None:
         raise InvalidRequest(f"'{param}' must be a finite number", param)
     if value <= 0:
         raise InvalidRequest(f"'{param}' must be greater than 0, got {value}", param)
+    if value > MAX_BUDGET_USD:
+        raise InvalidRequest(f"'{param}' must be at most {MAX_BUDGET_USD} US dollars, got {value}", param)
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
@@ -206,6 +212,8 @@ _PROMPT_BEARING_FIELDS: tuple[str, ...] = ("tools", "functions", "tool_choice", 
 # Fields whose cost no text price and no max_tokens can bound (audio output, predicted outputs,
 # web search fees): refused, because the router promises a per-request cost it can keep.
 _UNBOUNDABLE_FIELDS: tuple[str, ...] = ("audio", "prediction", "web_search_options")
+# Service tiers billed at the registry's (standard or lower) prices; "priority" and "scale" are not.
+_BOUNDED_SERVICE_TIERS = frozenset({"auto", "default", "flex"})
 AUTO_MODEL = "auto"
 
 
@@ -261,13 +269,17 @@ def parse_chat_body(
     constraints, task_type, expected = parse_routing(merged, param_names)
     _refuse_unboundable_fields(body)
 
-    max_tokens_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = optional_int(body, max_tokens_field, minimum=1)
+    # The newer field wins the name; when both are given, the smaller cap holds.
+    legacy_cap = optional_int(body, "max_tokens", minimum=1)
+    completion_cap = optional_int(body, "max_completion_tokens", minimum=1)
+    max_tokens_field = "max_completion_tokens" if completion_cap is not None else "max_tokens"
+    caps = [cap for cap in (legacy_cap, completion_cap) if cap is not None]
+    max_tokens = min(caps) if caps else None
     stream = optional_bool(body, "stream") or False
     stream_options = _optional_object(body, "stream_options")
     include_usage = _optional_bool_value(stream_options.get("include_usage"), "stream_options.include_usage") or False
     count = body.get("n")
-    if count is not None and count != 1:
+    if count is not None and (isinstance(count, bool) or count != 1):
         raise InvalidRequest("'n' must be 1: the router's cost ceiling and accounting cover one choice", "n")
 
     params = {key: value for key, value in body.items() if key not in _CHAT_OWN_FIELDS}
@@ -327,6 +339,13 @@ def _refuse_unboundable_fields(body: Mapping[str, Any]) -> None:
         raise InvalidRequest(
             "'modalities' may only be [\"text\"]: the router prices text tokens only and cannot bound other output",
             "modalities",
+        )
+    tier = body.get("service_tier")
+    if tier is not None and tier not in _BOUNDED_SERVICE_TIERS:
+        raise InvalidRequest(
+            f"'service_tier' may be {', '.join(sorted(_BOUNDED_SERVICE_TIERS))}: other tiers are billed above "
+            "the registry's prices, so the cost ceiling could not hold",
+            "service_tier",
         )
     for name in _UNBOUNDABLE_FIELDS:
         if body.get(name) is not None:

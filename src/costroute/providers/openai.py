@@ -8,6 +8,7 @@ the service, which knows the deadline and the budget. Every SDK error is transla
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -212,7 +213,10 @@ def _translate(exc: Exception, key: str) -> ProviderError:
         if status >= 500:
             return ProviderError(UPSTREAM, message(f"provider error ({status})"), status=status)
         return ProviderError(BAD_REQUEST, message(f"the provider refused the request ({status})"), status=status)
-    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+    if isinstance(exc, UnicodeError):
+        # Raised while encoding the request: the caller's text, not the provider, is at fault.
+        return ProviderError(BAD_REQUEST, "the request holds text that cannot be encoded as UTF-8", status=400)
+    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError)):
         return ProviderError(UPSTREAM, "the provider sent a malformed response", status=502)
     if isinstance(exc, openai.OpenAIError):
         return ProviderError(UPSTREAM, message("provider call failed"), status=502)

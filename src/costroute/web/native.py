@@ -35,11 +35,20 @@ def read_json_body() -> Any:
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except InvalidRequest:
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError as exc:
+        raise InvalidRequest("the request body is nested too deeply") from exc
+    except ValueError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+    # A \uD800-style escape decodes to a lone surrogate, which no provider can be sent.
+    if b"\\ud" in raw or b"\\uD" in raw:
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest("the request body holds a lone surrogate (\\uD800-\\uDFFF), which is not text") from exc
+    return body
 
 
 def _reject_constant(name: str) -> Any:

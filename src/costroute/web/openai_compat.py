@@ -52,7 +52,7 @@ def header_routing() -> dict[str, Any]:
             continue
         try:
             values[field_name] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             values[field_name] = raw
     return values
 
