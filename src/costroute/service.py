@@ -14,7 +14,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from costroute.breaker import CircuitBreakers
 from costroute.core.estimate import (
@@ -167,7 +167,11 @@ class RouterService:
         """Decide and start a streamed call; failover happens only before the first piece."""
         result, deadline = self._decide(request, time_left_s)
         result, pieces = self._call_with_failover(result, deadline, streaming=True)
-        return StreamedRoute(result=result, pieces=self._settle_stream(result, pieces))
+        settled = self._settle_stream(result, pieces, deadline)
+        # Prime it: once inside its try block, closing it (a client that went away) always runs
+        # its cleanup, even before the first piece was asked for.
+        next(settled)
+        return StreamedRoute(result=result, pieces=settled)
 
     def _decide(self, request: RouteRequest, time_left_s: float | None) -> tuple[RouteResult, float]:
         started = self._clock()
@@ -318,7 +322,10 @@ class RouterService:
                 result.trace.append(
                     f"Attempt {len(result.attempts)}: {model.id} failed after {duration:.0f} ms ({exc.kind}): {exc.message}."
                 )
-                if exc.failover:
+                if exc.kind == TIMEOUT and call.timeout_s < self._provider_timeout:
+                    # The request's own deadline cut this call short: no verdict on the model.
+                    self._breakers.release(model.id)
+                elif exc.failover:
                     self._breakers.record_failure(model.id)
                 else:
                     self._breakers.release(model.id)
@@ -329,12 +336,13 @@ class RouterService:
                 self._fail_over(result, models, tried, deadline, exc)
                 continue
             duration = (self._clock() - began) * 1000
-            self._breakers.record_success(model.id)
+            result.provider_ms += duration
             if streaming:
+                # The breaker's verdict waits for the stream's end (_settle_stream).
                 self._record_success(result, model, duration)
                 return result, outcome  # type: ignore[return-value]
+            self._breakers.record_success(model.id)
             assert isinstance(outcome, Completion)
-            result.provider_ms += duration
             if not outcome.usage_reported:
                 prompt, completion = self._worst_case_usage(result, outcome.text)
                 outcome = dataclasses.replace(outcome, prompt_tokens=prompt, completion_tokens=completion)
@@ -405,36 +413,68 @@ class RouterService:
         result.model = decision.model
         result.plan = self._plan(decision.model, request, result.trace)
 
-    def _settle_stream(self, result: RouteResult, pieces: Iterator[StreamPiece] | None) -> Iterator[StreamPiece]:
+    def _settle_stream(
+        self, result: RouteResult, pieces: Iterator[StreamPiece] | None, deadline: float
+    ) -> Iterator[StreamPiece]:
+        """Pass the pieces on, within the deadline; settle and give the breaker its verdict at the end.
+
+        A failure or the deadline mid-stream is settled on the worst case and raised as a
+        ProviderError (the web layer ends the stream with an error event); a client that goes
+        away closes the upstream stream and leaves the breaker untouched.
+        """
         assert pieces is not None
+        model_id = result.model.id
         began = self._clock()
         texts: list[str] = []
+        tool_calls: list[Mapping[str, Any]] = []
         finish = "stop"
         prompt_tokens: int | None = None
         completion_tokens: int | None = None
-        for piece in pieces:
-            if piece.text:
+        verdict: bool | None = None
+        try:
+            yield StreamPiece()  # the priming step of route_stream; never reaches the caller
+            for piece in pieces:
                 texts.append(piece.text)
-            if piece.finish_reason:
-                finish = piece.finish_reason
-                prompt_tokens = piece.prompt_tokens
-                completion_tokens = piece.completion_tokens
-            yield piece
-        text = "".join(texts)
-        result.provider_ms += (self._clock() - began) * 1000
-        reported = prompt_tokens is not None and completion_tokens is not None
-        if prompt_tokens is None or completion_tokens is None:
-            prompt_tokens, completion_tokens = self._worst_case_usage(result, text)
-        result.completion = Completion(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            finish_reason=finish,
-            latency_ms=result.provider_ms,
-            latency_kind="measured",
-            usage_reported=reported,
-        )
-        self._trace_settlement(result)
+                tool_calls.extend(piece.tool_calls)
+                if piece.finish_reason:
+                    finish = piece.finish_reason
+                    prompt_tokens = piece.prompt_tokens
+                    completion_tokens = piece.completion_tokens
+                yield piece
+                if self._clock() > deadline:
+                    raise ProviderError(TIMEOUT, "the request's deadline passed while the answer was streaming", status=504)
+            verdict = True
+        except ProviderError as exc:
+            verdict = False
+            finish = "error"
+            result.trace.append(f"The stream from {model_id} failed after it started ({exc.kind}): {exc.message}.")
+            raise
+        finally:
+            close = getattr(pieces, "close", None)
+            if callable(close):
+                close()
+            if verdict is True:
+                self._breakers.record_success(model_id)
+            elif verdict is False:
+                self._breakers.record_failure(model_id)
+            else:
+                self._breakers.release(model_id)
+            text = "".join(texts)
+            result.provider_ms += (self._clock() - began) * 1000
+            reported = prompt_tokens is not None and completion_tokens is not None
+            if prompt_tokens is None or completion_tokens is None:
+                prompt_tokens, completion_tokens = self._worst_case_usage(result, text)
+            result.completion = Completion(
+                text=text,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                finish_reason=finish,
+                latency_ms=result.provider_ms,
+                latency_kind="measured",
+                usage_reported=reported,
+                tool_calls=tuple(tool_calls),
+            )
+            self._trace_settlement(result)
 
     @staticmethod
     def _worst_case_usage(result: RouteResult, text: str) -> tuple[int, int]:

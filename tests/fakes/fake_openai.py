@@ -113,7 +113,7 @@ __all__ = [
     "status",
 ]
 
-BehaviourKind = Literal["ok", "reply", "spend_all", "status", "slow", "malformed"]
+BehaviourKind = Literal["ok", "reply", "spend_all", "status", "slow", "malformed", "tool_call"]
 
 #: Completion tokens produced by ``spend_all()`` when the request sets no limit.
 DEFAULT_SPEND_ALL_TOKENS: int = 4096
@@ -185,6 +185,11 @@ class Behaviour:
         return Behaviour("slow", seconds=seconds, then=then if then is not None else Behaviour.ok())
 
     @staticmethod
+    def tool_call(name: str, arguments: str) -> Behaviour:
+        """Answer with one function tool call (content null, finish "tool_calls"), streamed as deltas."""
+        return Behaviour("tool_call", text=json.dumps({"name": name, "arguments": arguments}))
+
+    @staticmethod
     def malformed() -> Behaviour:
         """200 with ``Content-Type: application/json`` but a body that is not valid JSON."""
         return Behaviour("malformed")
@@ -196,6 +201,7 @@ spend_all = Behaviour.spend_all
 status = Behaviour.status
 slow = Behaviour.slow
 malformed = Behaviour.malformed
+tool_call = Behaviour.tool_call
 
 
 @dataclass(frozen=True)
@@ -472,6 +478,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         model: str = body["model"]
         messages: list[Any] = body["messages"]
+        if behaviour.kind == "tool_call":
+            self._tool_call(body, json.loads(behaviour.text or "{}"), stream)
+            return
         limit = self._token_limit(body)
         if behaviour.kind == "spend_all":
             n = limit if limit is not None else DEFAULT_SPEND_ALL_TOKENS
@@ -519,6 +528,40 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             },
         )
+
+    def _tool_call(self, body: dict[str, Any], function: dict[str, str], stream: bool) -> None:
+        """Answer with one tool call; completion tokens are the words of its arguments."""
+        fake = self.server.fake
+        call_id = fake._next_id("call_fake_")
+        prompt_tokens = count_prompt_tokens(body["messages"])
+        completion_tokens = len(_WORD.findall(function["arguments"])) or 1
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        base = {"id": fake._next_id("chatcmpl-fake-"), "created": int(time.time()), "model": body["model"]}
+        call = {"id": call_id, "type": "function", "function": function}
+        if not stream:
+            message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            self._send_json(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+            return
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, choices: bool = True) -> bytes:
+            obj = {**base, "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices else []}
+            if not choices:
+                obj["usage"] = usage
+            return b"data: " + json.dumps(obj).encode("utf-8") + b"\n\n"
+
+        opening = {"index": 0, "id": call_id, "type": "function", "function": {"name": function["name"], "arguments": ""}}
+        events = [
+            chunk({"role": "assistant", "content": None}),
+            chunk({"tool_calls": [opening]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": function["arguments"]}}]}),
+            chunk({}, "tool_calls"),
+            chunk({}, choices=False),
+            b"data: [DONE]\n\n",
+        ]
+        self._stream_events(events)
 
     @staticmethod
     def _token_limit(body: Mapping[str, Any]) -> int | None:

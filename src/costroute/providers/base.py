@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from costroute.core.registry import Model
 
@@ -65,6 +65,9 @@ class Completion:
     latency_ms: float
     latency_kind: str  # "measured" or "simulated"
     usage_reported: bool = True
+    # OpenAI-format tool calls and refusal, passed back to /v1 callers as the provider sent them.
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,34 @@ class StreamPiece:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+
+
+class ClosingStream:
+    """A provider's pieces with a ``close()`` that releases the upstream even before the first piece.
+
+    (Closing a generator that has not started runs none of its code, so a generator alone cannot
+    promise that.)
+    """
+
+    def __init__(self, pieces: Iterator[StreamPiece], release: Callable[[], None]) -> None:
+        self._pieces = pieces
+        self._release = release
+
+    def __iter__(self) -> "ClosingStream":
+        return self
+
+    def __next__(self) -> StreamPiece:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop reading and release the upstream connection."""
+        try:
+            close = getattr(self._pieces, "close", None)
+            if callable(close):
+                close()
+        finally:
+            self._release()
 
 
 class Provider(Protocol):

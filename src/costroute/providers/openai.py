@@ -8,6 +8,7 @@ the service, which knows the deadline and the budget. Every SDK error is transla
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -26,6 +27,7 @@ from costroute.providers.base import (
     RATE_LIMITED,
     TIMEOUT,
     UPSTREAM,
+    ClosingStream,
     Completion,
     ProviderCall,
     ProviderError,
@@ -85,16 +87,18 @@ class OpenAIProvider:
 
     def complete(self, model: Model, call: ProviderCall) -> Completion:
         """Call chat.completions.create; a 401 re-reads the key once before giving up."""
-        return self._with_key_retry(lambda client, key: self._complete_once(client, key, model, call))
+        return self._with_key_retry(call, lambda client, key, timed: self._complete_once(client, key, model, timed))
 
     def stream(self, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
         """Start a streamed call; errors before the first piece are raised here, not mid-stream."""
-        return self._with_key_retry(lambda client, key: self._open_stream(client, key, model, call))
+        return self._with_key_retry(call, lambda client, key, timed: self._open_stream(client, key, model, timed))
 
-    def _with_key_retry(self, attempt: Callable[[Any, str], Any]) -> Any:
+    def _with_key_retry(self, call: ProviderCall, attempt: Callable[[Any, str, ProviderCall], Any]) -> Any:
+        # call.timeout_s covers everything here: reading the key, the call, and a retry after a 401.
+        started = self._clock()
         client, key = self._client_for(refresh=False)
         try:
-            return attempt(client, key)
+            return attempt(client, key, self._time_left(call, started))
         except ProviderError as exc:
             if exc.kind != AUTH:
                 raise
@@ -102,7 +106,13 @@ class OpenAIProvider:
         client, fresh = self._client_for(refresh=True)
         if fresh == key:
             raise rejected
-        return attempt(client, fresh)
+        return attempt(client, fresh, self._time_left(call, started))
+
+    def _time_left(self, call: ProviderCall, started: float) -> ProviderCall:
+        left = call.timeout_s - (self._clock() - started)
+        if left <= 0:
+            raise ProviderError(TIMEOUT, "reading the OpenAI key used up the time allowed for the call", status=504)
+        return dataclasses.replace(call, timeout_s=left)
 
     def _client_for(self, refresh: bool) -> tuple[Any, str]:
         try:
@@ -143,6 +153,8 @@ class OpenAIProvider:
         choice = response.choices[0]
         usage = response.usage
         return Completion(
+            tool_calls=_tool_calls(choice.message),
+            refusal=getattr(choice.message, "refusal", None),
             text=choice.message.content or "",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
@@ -155,23 +167,27 @@ class OpenAIProvider:
     def _open_stream(self, client: Any, key: str, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
         args = self._request_args(model, call)
         args.update(stream=True, stream_options={"include_usage": True})
+        stream = None
         try:
-            chunks = iter(client.chat.completions.create(**args))
+            stream = client.chat.completions.create(**args)
+            chunks = iter(stream)
             first = next(chunks, None)
         except Exception as exc:  # noqa: BLE001
+            _close(stream)
             raise _translate(exc, key) from exc
-        return self._pieces(first, chunks, key)
+        return ClosingStream(self._read_pieces(first, chunks, key), lambda: _close(stream))
 
     @staticmethod
-    def _pieces(first: Any, chunks: Iterator[Any], key: str) -> Iterator[StreamPiece]:
+    def _read_pieces(first: Any, chunks: Iterator[Any], key: str) -> Iterator[StreamPiece]:
         finish: str | None = None
         chunk = first
         try:
             while chunk is not None:
                 for choice in chunk.choices or ():
                     text = getattr(choice.delta, "content", None) or ""
-                    if text:
-                        yield StreamPiece(text=text)
+                    tool_calls = _tool_calls(choice.delta)
+                    if text or tool_calls:
+                        yield StreamPiece(text=text, tool_calls=tool_calls)
                     if choice.finish_reason:
                         finish = choice.finish_reason
                 if chunk.usage is not None:
@@ -185,6 +201,18 @@ class OpenAIProvider:
         except Exception as exc:  # noqa: BLE001
             raise _translate(exc, key) from exc
         yield StreamPiece(finish_reason=finish or "stop")
+
+
+def _tool_calls(message: Any) -> tuple[dict[str, Any], ...]:
+    """A message's or delta's tool calls as plain OpenAI-format dicts."""
+    calls = getattr(message, "tool_calls", None) or ()
+    return tuple(call.model_dump(exclude_none=True) for call in calls)
+
+
+def _close(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    if callable(close):
+        close()
 
 
 def _translate(exc: Exception, key: str) -> ProviderError:

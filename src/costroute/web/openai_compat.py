@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from flask import Blueprint, Response, request, stream_with_context
 
 from costroute.core.requests import AUTO_MODEL, ROUTING_FIELDS, InvalidRequest, parse_chat_body
-from costroute.providers.base import ProviderError
+from costroute.providers.base import Completion, ProviderError
 from costroute.service import RouteResult
 from costroute.web.errors import attempts_json
 from costroute.web.native import read_json_body, route_result_json, runtime, time_left_s, usage_json
@@ -90,7 +90,7 @@ def chat_completions() -> Response:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
+                "message": _message(completion),
                 "logprobs": None,
                 "finish_reason": completion.finish_reason,
             }
@@ -99,6 +99,19 @@ def chat_completions() -> Response:
         "routing": routing_summary(result),
     }
     return _json_response(body, headers=_route_headers(result, began, final=True))
+
+
+def _message(completion: Completion) -> dict[str, Any]:
+    """The assistant message as OpenAI shapes it: content null when the answer is only tool calls."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": completion.text if completion.text or not completion.tool_calls else None,
+    }
+    if completion.tool_calls:
+        message["tool_calls"] = list(completion.tool_calls)
+    if completion.refusal:
+        message["refusal"] = completion.refusal
+    return message
 
 
 def routing_summary(result: RouteResult) -> dict[str, Any]:
@@ -164,26 +177,37 @@ def _sse(
     def event(body: dict[str, Any]) -> str:
         return f"data: {json.dumps(body)}\n\n"
 
-    yield event(payload({"role": "assistant", "content": ""}))
     try:
-        for piece in pieces:
-            if piece.text:
-                yield event(payload({"content": piece.text}))
-    except ProviderError as exc:
-        # The status line is already sent: report the failure in the stream, as OpenAI does.
-        error = {"error": {"type": "upstream_error", "message": exc.message, "param": None, "code": exc.kind}}
-        yield event(error)
+        yield event(payload({"role": "assistant", "content": ""}))
+        try:
+            for piece in pieces:
+                delta: dict[str, Any] = {}
+                if piece.text:
+                    delta["content"] = piece.text
+                if piece.tool_calls:
+                    delta["tool_calls"] = list(piece.tool_calls)
+                if delta:
+                    yield event(payload(delta))
+        except ProviderError as exc:
+            # The status line is already sent: report the failure in the stream, as OpenAI does.
+            error = {"error": {"type": "upstream_error", "message": exc.message, "param": None, "code": exc.kind}}
+            yield event(error)
+            yield "data: [DONE]\n\n"
+            return
+        completion = result.completion
+        assert completion is not None
+        yield event(payload({}, completion.finish_reason))
+        if include_usage:
+            final = payload(None)
+            final["usage"] = _openai_usage(result)
+            final["routing"] = routing_summary(result)
+            yield event(final)
         yield "data: [DONE]\n\n"
-        return
-    completion = result.completion
-    assert completion is not None
-    yield event(payload({}, completion.finish_reason))
-    if include_usage:
-        final = payload(None)
-        final["usage"] = _openai_usage(result)
-        final["routing"] = routing_summary(result)
-        yield event(final)
-    yield "data: [DONE]\n\n"
+    finally:
+        # A client that goes away closes this generator: close the provider's stream with it.
+        close = getattr(pieces, "close", None)
+        if callable(close):
+            close()
 
 
 def _json_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
