@@ -47,8 +47,10 @@ class CachedValue(Generic[T]):
         self.source = source
         self._ttl = ttl_seconds
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below; never held during a fetch
+        self._fetch_lock = threading.Lock()  # one fetch at a time
         self._value: T | None = None
+        self._generation = 0  # how many loads succeeded: tells a waiting thread one happened
         # When the value was fetched (its age), and when the source was last tried (the TTL's start).
         self._loaded_at: float | None = None
         self._checked_at: float | None = None
@@ -56,7 +58,11 @@ class CachedValue(Generic[T]):
         self._failed_at: float | None = None
 
     def get(self) -> T:
-        """The cached value, fetched again when older than the TTL."""
+        """The cached value, fetched again when older than the TTL.
+
+        While one thread refreshes an expired value, the others keep serving the last good one
+        instead of queueing behind a network call; only the first load makes callers wait.
+        """
         with self._lock:
             now = self._clock()
             if self._checked_at is not None and now - self._checked_at < self._ttl:
@@ -64,12 +70,23 @@ class CachedValue(Generic[T]):
             if self._loaded_at is None and self._failed_at is not None:
                 if now - self._failed_at < min(self._ttl, FAILED_LOAD_RETRY_SECONDS):
                     raise ConfigError(self._last_error or f"{self.source} could not be loaded")
-            return self._load(now)
+            have_value = self._loaded_at is not None
+            generation = self._generation
+        if not self._fetch_lock.acquire(blocking=not have_value):
+            return self._value  # type: ignore[return-value]
+        try:
+            with self._lock:
+                if self._generation != generation and self._loaded_at is not None:
+                    # Another thread loaded it while this one waited.
+                    return self._value  # type: ignore[return-value]
+            return self._load()
+        finally:
+            self._fetch_lock.release()
 
     def refresh(self) -> T:
         """Fetch now, whatever the TTL says."""
-        with self._lock:
-            return self._load(self._clock())
+        with self._fetch_lock:
+            return self._load()
 
     def status(self) -> CacheStatus:
         """Source, age and last error, for /health."""
@@ -77,20 +94,25 @@ class CachedValue(Generic[T]):
             age = None if self._loaded_at is None else max(0.0, self._clock() - self._loaded_at)
             return CacheStatus(self.source, self._loaded_at is not None, age, self._last_error)
 
-    def _load(self, now: float) -> T:
+    def _load(self) -> T:
+        """Fetch (the caller holds the fetch lock, not the state lock) and record the outcome."""
         try:
             value = self._fetch()
         except ConfigError as exc:
-            self._last_error = str(exc)
-            if self._loaded_at is not None:
-                logger.warning("refresh of %s failed, keeping the last good value: %s", self.source, exc)
-                # Try again after another TTL rather than on every request; the value keeps its age.
-                self._checked_at = now
-                return self._value  # type: ignore[return-value]
-            self._failed_at = now
+            with self._lock:
+                now = self._clock()
+                self._last_error = str(exc)
+                if self._loaded_at is not None:
+                    logger.warning("refresh of %s failed, keeping the last good value: %s", self.source, exc)
+                    # Try again after another TTL rather than on every request; the value keeps its age.
+                    self._checked_at = now
+                    return self._value  # type: ignore[return-value]
+                self._failed_at = now
             raise
-        self._value = value
-        self._loaded_at = self._checked_at = now
-        self._last_error = None
-        self._failed_at = None
+        with self._lock:
+            self._value = value
+            self._generation += 1
+            self._loaded_at = self._checked_at = self._clock()
+            self._last_error = None
+            self._failed_at = None
         return value
