@@ -18,7 +18,7 @@ from costroute.breaker import CircuitBreakers
 from costroute.config.aws import AwsClients, read_openai_key_secret, read_ssm_parameter
 from costroute.config.cache import CachedValue, CacheStatus, ConfigError
 from costroute.config.settings import Settings
-from costroute.core.registry import DEFAULT_REGISTRY_ROWS, Registry, RegistryError, build_registry, parse_registry_json
+from costroute.core.registry import Registry, RegistryError, build_registry, default_registry_rows, parse_registry_json
 from costroute.providers.base import Provider
 from costroute.providers.mock import MockProvider
 from costroute.providers.openai import KeyUnavailable, OpenAIProvider
@@ -161,9 +161,7 @@ def _parse(text: str, where: str) -> Registry:
 
 def default_registry(settings: Settings) -> Registry:
     """The built-in mock tiers, plus the seed's OpenAI model when a key is configured."""
-    entries: list[Any] = [list(row) for row in DEFAULT_REGISTRY_ROWS]
-    for row in entries:
-        row[3], row[4] = Decimal(row[3]), Decimal(row[4])
+    entries: list[Any] = default_registry_rows()
     if settings.openai_key_configured:
         model = settings.openai_model
         entries.append(

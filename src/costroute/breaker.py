@@ -70,10 +70,6 @@ class CircuitBreakers:
             state.trial_in_flight = True
             return Permit(allowed=True, trial=True)
 
-    def before_call(self, model_id: str) -> bool:
-        """Note that a call starts; True when it is the half-open trial (see ``acquire``)."""
-        return self.acquire(model_id).trial
-
     def record_success(self, model_id: str) -> None:
         """A call succeeded: the breaker closes."""
         with self._lock:

@@ -26,7 +26,14 @@ from costroute.core.estimate import (
 )
 from costroute.core.registry import Model, Registry
 from costroute.core.requests import InvalidRequest, RouteRequest
-from costroute.core.selection import Decision, SelectionRequest, UnknownProviderError, format_usd, select_model
+from costroute.core.selection import (
+    Decision,
+    SelectionRequest,
+    UnknownProviderError,
+    format_usd,
+    select_model,
+    sentence,
+)
 from costroute.providers.base import (
     AUTH,
     BAD_REQUEST,
@@ -82,7 +89,6 @@ class CallPlan:
 
     max_tokens: int | None
     ceiling_applied: bool
-    ceiling_tokens: int | None
 
 
 @dataclass
@@ -97,7 +103,6 @@ class RouteResult:
     attempts: list[Attempt] = field(default_factory=list)
     completion: Completion | None = None
     provider_ms: float = 0.0
-    started_at: float = 0.0
     # The models this request chose from, read once: failover uses the same registry as the decision.
     pool: tuple[Model, ...] = ()
 
@@ -194,8 +199,7 @@ class RouterService:
         if decision.model is None:
             raise self._no_model(decision, request, over_budget, trace)
         plan = self._plan(decision.model, request, trace)
-        result = RouteResult(request=request, decision=decision, model=decision.model, plan=plan, trace=trace,
-                             started_at=started, pool=models)
+        result = RouteResult(request=request, decision=decision, model=decision.model, plan=plan, trace=trace, pool=models)
         return result, deadline
 
     def _candidate_models(self, registry: Registry, request: RouteRequest) -> tuple[Model, ...]:
@@ -252,7 +256,7 @@ class RouterService:
             cap = request.max_tokens
         budget = request.constraints.max_cost_usd
         if budget is None:
-            return CallPlan(max_tokens=cap, ceiling_applied=False, ceiling_tokens=None)
+            return CallPlan(max_tokens=cap, ceiling_applied=False)
         bound = prompt_token_bound(request.messages)
         ceiling = output_token_ceiling(model, budget, bound)
         if ceiling == 0:
@@ -268,8 +272,8 @@ class RouterService:
                 f"Cost ceiling: max_tokens {ceiling} for {model.id}, so that even a worst-case prompt of {bound} "
                 f"tokens and {ceiling} output tokens cost at most {format_usd(budget)}."
             )
-            return CallPlan(max_tokens=ceiling, ceiling_applied=True, ceiling_tokens=ceiling)
-        return CallPlan(max_tokens=cap, ceiling_applied=False, ceiling_tokens=ceiling)
+            return CallPlan(max_tokens=ceiling, ceiling_applied=True)
+        return CallPlan(max_tokens=cap, ceiling_applied=False)
 
     def _call_with_failover(
         self, result: RouteResult, deadline: float, streaming: bool
@@ -522,8 +526,8 @@ class RouterService:
             )
         reasons = "; ".join(f"{model_id}: {why}" for model_id, why in excluded.items())
         if decision.budget_refused or over_budget:
-            return RoutingFailed(402, "budget_exceeded", f"{_capitalise(decision.failure or '')}: {reasons}", trace=tuple(trace))
-        return RoutingFailed(503, "no_model_available", f"{_capitalise(decision.failure or 'no model')}: {reasons}",
+            return RoutingFailed(402, "budget_exceeded", f"{sentence(decision.failure or '')}: {reasons}", trace=tuple(trace))
+        return RoutingFailed(503, "no_model_available", f"{sentence(decision.failure or 'no model')}: {reasons}",
                              trace=tuple(trace))
 
     @staticmethod
@@ -556,7 +560,3 @@ class RouterService:
             tuple(result.attempts),
             tuple(result.trace),
         )
-
-
-def _capitalise(text: str) -> str:
-    return text[:1].upper() + text[1:]

@@ -47,12 +47,12 @@ def test_after_the_cooldown_one_trial_goes_through_and_success_closes(
     assert breakers.skip_reason("m") is not None
     clock.advance(0.1)
     assert breakers.skip_reason("m") is None
-    assert breakers.before_call("m") is True  # the trial
+    assert breakers.acquire("m").trial is True  # the trial
     assert breakers.skip_reason("m") == "circuit half-open; a trial request is in flight"
     breakers.record_success("m")
     assert breakers.skip_reason("m") is None
     assert breakers.open_models() == {}
-    assert breakers.before_call("m") is False
+    assert breakers.acquire("m").trial is False
     breakers.record_failure("m")  # counting starts again from zero
     assert breakers.skip_reason("m") is None
 
@@ -61,7 +61,7 @@ def test_a_failed_trial_reopens_for_a_whole_cooldown(breakers: CircuitBreakers, 
     breakers.record_failure("m")
     breakers.record_failure("m")
     clock.advance(30)
-    assert breakers.before_call("m") is True
+    assert breakers.acquire("m").trial is True
     breakers.record_failure("m")  # one failure is enough in half-open
     assert breakers.skip_reason("m") is not None
     clock.advance(29)
@@ -74,7 +74,7 @@ def test_release_frees_the_trial_without_a_verdict(breakers: CircuitBreakers, cl
     breakers.record_failure("m")
     breakers.record_failure("m")
     clock.advance(30)
-    breakers.before_call("m")
+    breakers.acquire("m")
     breakers.release("m")
     assert breakers.skip_reason("m") is None
     assert breakers.open_models() == {"m": 2}

@@ -16,8 +16,6 @@ DEFAULT_PROVIDER_TIMEOUT_SECONDS = 20.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BREAKER_FAILURES = 3
 DEFAULT_BREAKER_COOLDOWN_SECONDS = 30.0
-# API Gateway REST stops waiting at 29 s; the router gives up a little before that.
-API_GATEWAY_LIMIT_SECONDS = 28.5
 
 
 class SettingsError(ValueError):

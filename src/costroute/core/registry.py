@@ -87,11 +87,6 @@ class Registry:
                 return model
         return None
 
-    @property
-    def providers(self) -> tuple[str, ...]:
-        """The providers that have at least one model, sorted."""
-        return tuple(sorted({model.provider for model in self.models}))
-
 
 # The built-in registry. Tiers are priced so the seed's haiku request (min_quality 3, budget
 # $0.002, latency 1000 ms) lands on mock:advanced: standard is below the quality floor and
@@ -104,10 +99,14 @@ DEFAULT_REGISTRY_ROWS: tuple[tuple[Any, ...], ...] = (
 )
 
 
+def default_registry_rows() -> list[list[Any]]:
+    """The built-in registry as rows in the seed's format, prices as exact Decimals."""
+    return [[p, n, q, Decimal(i), Decimal(o), lat, mx] for p, n, q, i, o, lat, mx in DEFAULT_REGISTRY_ROWS]
+
+
 def default_registry_json() -> str:
     """The built-in registry in the seed's row format, as JSON text."""
-    rows = [[p, n, q, Decimal(i), Decimal(o), lat, mx] for p, n, q, i, o, lat, mx in DEFAULT_REGISTRY_ROWS]
-    return json.dumps(rows, default=_decimal_to_json_number)
+    return json.dumps(default_registry_rows(), default=_decimal_to_json_number)
 
 
 def _decimal_to_json_number(value: Any) -> Any:

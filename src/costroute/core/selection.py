@@ -223,7 +223,7 @@ def select_model(
         members = ordered
         description = rung.describe(quality, budget)
         if not members:
-            trace.append(f"{_capitalise(description)}: empty. {_why_empty(rung, pool, meets_quality, within_budget)}")
+            trace.append(f"{sentence(description)}: empty. {_why_empty(rung, pool, meets_quality, within_budget)}")
             continue
         if rung.objective != "cost":
             ordered = sorted(members, key=_sort_key(rung, estimates))
@@ -231,7 +231,7 @@ def select_model(
         shown = ", ".join(f"{m.id} ({format_usd(estimates[m.id].cost_usd)}, quality {m.quality})" for m in ordered[:TRACE_LISTED])
         more = f" and {len(ordered) - TRACE_LISTED} more" if len(ordered) > TRACE_LISTED else ""
         count = "1 model qualifies" if len(members) == 1 else f"{len(members)} models qualify, best first"
-        trace.append(f"{_capitalise(description)}: {count}: {shown}{more}.")
+        trace.append(f"{sentence(description)}: {count}: {shown}{more}.")
         _explain_ties(rung, ordered, estimates, trace)
         pick = _apply_provider_bias(rung, ordered, pick, constraints.prefer_provider, estimates, trace)
         trace.append(
@@ -388,5 +388,6 @@ def _verdicts(
     return tuple(verdicts)
 
 
-def _capitalise(text: str) -> str:
+def sentence(text: str) -> str:
+    """The text with its first letter capitalised, to open a sentence."""
     return text[:1].upper() + text[1:]
