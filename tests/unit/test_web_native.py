@@ -223,3 +223,11 @@ def test_invalid_registry_answers_503_and_health_says_degraded(
     assert health.status_code == 200
     body = health.get_json()
     assert body["status"] == "degraded" and fragment in body["registry"]["error"]
+
+
+def test_options_and_head_get_json_or_nothing_never_html(client: Any) -> None:
+    response = client.open("/route", method="OPTIONS")
+    assert response.status_code == 405 and response.is_json
+    assert "POST" in response.headers["Allow"]
+    head = client.head("/health")
+    assert head.status_code == 200 and head.headers["Content-Type"] == "application/json"

@@ -22,6 +22,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     logging.getLogger("costroute").setLevel(runtime.settings.log_level)
     app = Flask("costroute")
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
+    # No automatic OPTIONS answers (an empty text/html body): OPTIONS gets the JSON 405 with Allow.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions["costroute"] = runtime
