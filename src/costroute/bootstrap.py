@@ -25,14 +25,20 @@ from costroute.providers.openai import KeyUnavailable, OpenAIProvider
 from costroute.service import RouterService
 
 KNOWN_PROVIDERS: tuple[str, ...] = ("mock", "openai")
+# After a 401, the secret is re-read (a rotated key) at most once in this many seconds.
+KEY_REFRESH_INTERVAL_SECONDS = 10.0
 
 
 class OpenAIKeySource:
     """The OpenAI key: ``OPENAI_API_KEY`` if set, else the Secrets Manager secret, cached."""
 
-    def __init__(self, env_key: str | None, secret: CachedValue[str] | None) -> None:
+    def __init__(
+        self, env_key: str | None, secret: CachedValue[str] | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._env_key = env_key
         self._secret = secret
+        self._clock = clock
+        self._forced_at: float | None = None
 
     def configured(self) -> bool:
         """Whether any key source is set up."""
@@ -53,6 +59,11 @@ class OpenAIKeySource:
         """Re-read the key from Secrets Manager now; the environment's key cannot change."""
         if self._env_key or self._secret is None:
             return self.get_key()
+        now = self._clock()
+        if self._forced_at is not None and now - self._forced_at < KEY_REFRESH_INTERVAL_SECONDS:
+            # A revoked key makes every request a 401: re-read the secret at most this often.
+            return self.get_key()
+        self._forced_at = now
         try:
             return self._secret.refresh()
         except ConfigError as exc:
@@ -88,11 +99,14 @@ class Runtime:
         registry: dict[str, Any] = {**_cache_status(self.registry.status()), "models": models}
         if error is not None:
             registry["error"] = error
+        key = self.keys.status()
+        if key.get("last_error") and not key.get("loaded"):
+            status = "degraded"  # the key's first load failed: OpenAI models cannot be served
         return {
             "status": status,
             "version": __version__,
             "registry": registry,
-            "openai_key": self.keys.status(),
+            "openai_key": key,
             "open_breakers": self.breakers.open_models(),
         }
 
@@ -117,7 +131,7 @@ def build_runtime(
             settings.config_ttl_seconds,
             clock,
         )
-    keys = OpenAIKeySource(settings.openai_api_key, secret)
+    keys = OpenAIKeySource(settings.openai_api_key, secret, clock)
     if providers is None:
         providers = {
             "mock": MockProvider(simulate_latency=settings.mock_simulate_latency, sleep=sleep),

@@ -374,6 +374,21 @@ def test_missing_secret_is_an_attempt_that_names_it_and_fails_over(
     assert "ResourceNotFoundException" in first["message"]
     assert body["model"] != "openai:gpt-4o-mini"
     assert fake_openai.chat_requests == []
+    health = app.test_client().get("/health").get_json()
+    assert health["status"] == "degraded"
+    assert "costroute/does-not-exist" in health["openai_key"]["last_error"]
+
+
+def test_missing_secret_with_only_openai_models_answers_503_naming_it(
+    aws: None, make_app: Callable[..., Flask], clock: FakeClock, fake_openai: FakeOpenAI
+) -> None:
+    put_parameter(json.dumps([OPENAI_MODEL]))
+    app = ssm_app(make_app, clock, openai_api_key_secret_id="costroute/absent", openai_base_url=fake_openai.base_url)
+    response = app.test_client().post("/route", json=OPENAI_ROUTE)
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["type"] == "key_unavailable"
+    assert "costroute/absent" in error["message"] and "ResourceNotFoundException" in error["message"]
 
 
 # --------------------------------------------------------------------------- /health and the key
@@ -469,3 +484,29 @@ def test_boto3_is_not_imported_without_an_aws_source() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
 
+
+
+def test_a_revoked_key_rereads_the_secret_at_most_once_per_interval(
+    aws: None, make_app: Callable[..., Flask], clock: FakeClock, fake_openai: FakeOpenAI
+) -> None:
+    from costroute.bootstrap import KEY_REFRESH_INTERVAL_SECONDS
+
+    create_secret(OPENAI_KEY)
+    put_parameter(json.dumps([OPENAI_MODEL]))
+    clients = AwsClients()
+    reads = count_calls(clients, "secretsmanager", "GetSecretValue")
+    app = make_app(
+        runtime_kwargs={"clock": clock, "aws_clients": clients},
+        models_config_ssm_parameter=PARAMETER,
+        config_ttl_seconds=TTL,
+        openai_api_key_secret_id=SECRET,
+        openai_base_url=fake_openai.base_url,
+    )
+    client = app.test_client()
+    fake_openai.set_default(status(401))
+    for _ in range(3):
+        assert client.post("/route", json=OPENAI_ROUTE).status_code == 502
+    assert len(reads) == 2, "one first read, then one re-read after the first 401 only"
+    clock.advance(KEY_REFRESH_INTERVAL_SECONDS)
+    client.post("/route", json=OPENAI_ROUTE)
+    assert len(reads) == 3
