@@ -294,7 +294,7 @@ class RouterService:
                 messages=request.raw_messages,
                 max_tokens=result.plan.max_tokens,
                 timeout_s=min(remaining, self._provider_timeout),
-                max_tokens_field=request.max_tokens_field,
+                max_tokens_field=model.max_tokens_field or request.max_tokens_field,
                 params=request.provider_params,
             )
             provider = self._providers[model.provider]

@@ -122,3 +122,20 @@ def test_wrong_key_is_reported_without_echoing_it(make_app: Callable[..., Flask]
 def test_answer_text_comes_from_the_provider(openai_client: Any, fake: FakeOpenAI) -> None:
     fake.enqueue(reply("The sea breathes."))
     assert route(openai_client, TO_OPENAI).get_json()["response"] == "The sea breathes."
+
+
+def test_a_model_can_insist_on_max_completion_tokens(make_app: Callable[..., Flask], fake: FakeOpenAI) -> None:
+    reasoning = {**json.loads(REGISTRY)[1], "name": "o-mini", "max_tokens_field": "max_completion_tokens"}
+    client = make_app(models_config_json=json.dumps([reasoning]), openai_api_key=KEY,
+                      openai_base_url=fake.base_url).test_client()
+    assert route(client, {**TO_OPENAI, "constraints": {"max_cost_usd": 0.001}}).status_code == 200
+    (recorded,) = fake.chat_requests
+    assert "max_tokens" not in recorded.body
+    assert 0 < recorded.body["max_completion_tokens"] < 4096
+
+
+def test_max_tokens_field_must_be_one_of_the_two_names(make_app: Callable[..., Flask]) -> None:
+    entry = {**json.loads(REGISTRY)[1], "max_tokens_field": "limit"}
+    response = make_app(models_config_json=json.dumps([entry])).test_client().get("/models")
+    assert response.status_code == 503
+    assert "max_tokens_field" in response.get_json()["error"]["message"]

@@ -30,7 +30,16 @@ ROW_FIELDS: tuple[str, ...] = (
 )
 
 # Optional object fields that steer the shipped mock provider (see providers/mock.py).
-OPTIONAL_FIELDS: tuple[str, ...] = ("mock_fail_status", "mock_fail_rate", "mock_delay_ms", "mock_seed")
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "mock_fail_status",
+    "mock_fail_rate",
+    "mock_delay_ms",
+    "mock_seed",
+    # The request field that carries the output cap, when the model insists on one (OpenAI's
+    # reasoning models refuse "max_tokens" and want "max_completion_tokens").
+    "max_tokens_field",
+)
+MAX_TOKENS_FIELDS: tuple[str, ...] = ("max_tokens", "max_completion_tokens")
 
 MIN_QUALITY = 1
 MAX_QUALITY = 5
@@ -62,6 +71,7 @@ class Model:
     latency_ms: int
     max_output_tokens: int
     mock: MockBehaviour = field(default_factory=MockBehaviour)
+    max_tokens_field: str | None = None
     # Derived once, because selection reads them for every model of every request: the id
     # ``provider:name`` and the exact prices per single token (a Decimal division is not cheap).
     id: str = field(init=False, compare=False)
@@ -194,7 +204,15 @@ def _parse_entry(index: int, entry: Any, providers: frozenset[str]) -> Model:
         latency_ms=latency,
         max_output_tokens=max_tokens,
         mock=_parse_mock_behaviour(values, label),
+        max_tokens_field=_parse_max_tokens_field(values, label),
     )
+
+
+def _parse_max_tokens_field(values: Mapping[str, Any], label: str) -> str | None:
+    value = values.get("max_tokens_field")
+    if value is not None and value not in MAX_TOKENS_FIELDS:
+        raise RegistryError(f"{label}: field 'max_tokens_field' must be one of {', '.join(MAX_TOKENS_FIELDS)}")
+    return value
 
 
 def _parse_mock_behaviour(values: Mapping[str, Any], label: str) -> MockBehaviour:
