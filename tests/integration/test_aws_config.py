@@ -21,29 +21,14 @@ from moto import mock_aws
 from costroute.config.aws import AwsClients
 from tests.conftest import FakeClock
 from tests.fakes.fake_openai import FakeOpenAI, status
-from tests.payloads import HAIKU_REQUEST, repo_root
+from tests.payloads import HAIKU_REQUEST, MOCK_ROWS, OPENAI_MODEL, OPENAI_ROUTE, repo_root
 
 PARAMETER = "/costroute/test/models"
 SECRET = "costroute/openai-api-key"
 OPENAI_KEY = "sk-test-costroute-0123456789abcdefSECRET"
 TTL = 60.0
 
-MOCK_ROWS: list[list[Any]] = [
-    ["mock", "basic", 1, 0.0001, 0.0002, 150, 1024],
-    ["mock", "advanced", 4, 0.0025, 0.006, 500, 4096],
-]
-OPENAI_MODEL: dict[str, Any] = {
-    "provider": "openai",
-    "name": "gpt-4o-mini",
-    "quality": 5,
-    "in_cost_per_1k": 0.00015,
-    "out_cost_per_1k": 0.0006,
-    "latency_ms": 800,
-    "max_output_tokens": 4096,
-}
 REGISTRY_WITH_OPENAI = json.dumps([*MOCK_ROWS, OPENAI_MODEL])
-# Only the OpenAI model has quality 5, so this request can be served by nothing else.
-OPENAI_ROUTE: dict[str, Any] = {"input": "Say hello to the sea.", "constraints": {"min_quality": 5}}
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.payloads import HAIKU_REQUEST, repo_root
+from tests.payloads import HAIKU_REQUEST, MOCK_ROWS, OPENAI_MODEL, repo_root
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +35,7 @@ REGION = "us-east-1"
 STARTUP_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 15.0
 
-REGISTRY: list[Any] = [
-    ["mock", "basic", 1, 0.0001, 0.0002, 150, 1024],
-    ["mock", "advanced", 4, 0.0025, 0.006, 500, 4096],
-    {
-        "provider": "openai",
-        "name": "gpt-4o-mini",
-        "quality": 5,
-        "in_cost_per_1k": 0.00015,
-        "out_cost_per_1k": 0.0006,
-        "latency_ms": 800,
-        "max_output_tokens": 4096,
-    },
-]
+REGISTRY: list[Any] = [*MOCK_ROWS, OPENAI_MODEL]
 # Only the OpenAI model reaches quality 5.
 OPENAI_ROUTE: dict[str, Any] = {"input": "Tell the tide a secret.", "constraints": {"min_quality": 5}}
 
