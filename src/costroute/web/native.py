@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from costroute.bootstrap import Runtime
+from costroute.core.estimate import Estimate
 from costroute.core.requests import InvalidRequest, parse_route_body
 from costroute.service import RouteResult
 from costroute.web.errors import attempts_json
@@ -112,12 +113,7 @@ def route_result_json(result: RouteResult) -> dict[str, Any]:
         "model": result.model.id,
         "strategy": decision.strategy,
         "decision_trace": result.trace,
-        "estimate": {
-            "input_tokens": estimate.input_tokens,
-            "output_tokens": estimate.output_tokens,
-            "cost_usd": usd(estimate.cost_usd),
-            "latency_ms": estimate.latency_ms,
-        },
+        "estimate": estimate_json(estimate),
         "response": completion.text if completion else None,
         "provider_latency_ms": round(completion.latency_ms, 3) if completion else None,
         "provider_latency_kind": completion.latency_kind if completion else None,
@@ -147,6 +143,16 @@ def route_result_json(result: RouteResult) -> dict[str, Any]:
         ],
     }
     return body
+
+
+def estimate_json(estimate: Estimate) -> dict[str, Any]:
+    """An estimate as the seed's ``estimate`` object."""
+    return {
+        "input_tokens": estimate.input_tokens,
+        "output_tokens": estimate.output_tokens,
+        "cost_usd": usd(estimate.cost_usd),
+        "latency_ms": estimate.latency_ms,
+    }
 
 
 def usage_json(result: RouteResult) -> dict[str, Any] | None:

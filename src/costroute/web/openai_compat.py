@@ -21,7 +21,7 @@ from costroute.core.requests import AUTO_MODEL, ROUTING_FIELDS, InvalidRequest, 
 from costroute.providers.base import Completion, ProviderError
 from costroute.service import RouteResult
 from costroute.web.errors import attempts_json
-from costroute.web.native import read_json_body, route_result_json, runtime, time_left_s, usage_json
+from costroute.web.native import estimate_json, read_json_body, runtime, time_left_s, usage_json, usd
 
 openai_compat = Blueprint("openai_compat", __name__, url_prefix="/v1")
 
@@ -115,22 +115,22 @@ def _message(completion: Completion) -> dict[str, Any]:
 
 
 def routing_summary(result: RouteResult) -> dict[str, Any]:
-    """The routing account carried beside an OpenAI answer."""
-    full = route_result_json(result)
-    keep = (
-        "strategy",
-        "decision_trace",
-        "estimate",
-        "required_quality",
-        "rung",
-        "max_tokens",
-        "cost_ceiling_applied",
-        "actual_cost_usd",
-        "attempts",
-    )
-    summary = {"model": result.model.id, **{key: full[key] for key in keep}}
-    summary["attempts"] = attempts_json(result.attempts)
-    return summary
+    """The routing account carried beside an OpenAI answer (the /route account without candidates)."""
+    decision = result.decision
+    estimate = decision.estimate
+    assert estimate is not None
+    return {
+        "model": result.model.id,
+        "strategy": decision.strategy,
+        "decision_trace": result.trace,
+        "estimate": estimate_json(estimate),
+        "required_quality": {"value": decision.required_quality, "source": decision.quality_source},
+        "rung": {"number": decision.rung, "description": decision.rung_description},
+        "max_tokens": result.plan.max_tokens,
+        "cost_ceiling_applied": result.plan.ceiling_applied,
+        "actual_cost_usd": usd(result.actual_cost_usd),
+        "attempts": attempts_json(result.attempts),
+    }
 
 
 def _openai_usage(result: RouteResult) -> dict[str, Any] | None:
