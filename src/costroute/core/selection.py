@@ -130,12 +130,14 @@ class Decision:
     budget_refused: bool = False
 
 
+def plain_decimal(amount: Decimal) -> str:
+    """An exact amount in plain decimal notation, without trailing zeros (``0.000036``, never ``3.6E-5``)."""
+    return format(amount.normalize(), "f")
+
+
 def format_usd(amount: Decimal | None) -> str:
-    """A dollar amount in plain decimal notation, exact, without trailing zeros."""
-    if amount is None:
-        return "none"
-    text = format(amount.normalize(), "f")
-    return f"${text}"
+    """A dollar amount for the trace: ``$0.000036``, or ``none``."""
+    return "none" if amount is None else f"${plain_decimal(amount)}"
 
 
 def select_model(

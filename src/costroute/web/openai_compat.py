@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from costroute.core.requests import AUTO_MODEL, ROUTING_FIELDS, InvalidRequest, parse_chat_body
+from costroute.core.requests import AUTO_MODEL, ROUTING_FIELDS, parse_chat_body
+from costroute.core.selection import plain_decimal
 from costroute.providers.base import Completion, ProviderError
 from costroute.service import RouteResult
 from costroute.web.errors import attempts_json
@@ -154,8 +155,7 @@ def _route_headers(result: RouteResult, began: float, final: bool) -> dict[str, 
 
 
 def _usd_text(amount: Decimal | None) -> str:
-    """An exact dollar amount in plain decimal notation (``0.000036``, never ``3.6e-05``)."""
-    return "" if amount is None else format(amount.normalize(), "f")
+    return "" if amount is None else plain_decimal(amount)
 
 
 def _sse(
