@@ -22,7 +22,6 @@ from costroute.core.estimate import (
     estimate_prompt_tokens,
     input_alone_exceeds,
     output_token_ceiling,
-    prompt_token_bound,
 )
 from costroute.core.registry import Model, Registry
 from costroute.core.requests import InvalidRequest, RouteRequest
@@ -236,7 +235,7 @@ class RouterService:
         unavailable: dict[str, str] = {}
         over_budget: set[str] = set()
         budget = request.constraints.max_cost_usd
-        bound = prompt_token_bound(request.messages)
+        bound = request.prompt_bound
         for model in models:
             reason = self.availability(model) or self._breakers.skip_reason(model.id)
             if reason is None and budget is not None:
@@ -257,7 +256,7 @@ class RouterService:
         budget = request.constraints.max_cost_usd
         if budget is None:
             return CallPlan(max_tokens=cap, ceiling_applied=False)
-        bound = prompt_token_bound(request.messages)
+        bound = request.prompt_bound
         ceiling = output_token_ceiling(model, budget, bound)
         if ceiling == 0:
             # _unavailable rules such a model out before selection; calling it could break the ceiling.
@@ -488,7 +487,7 @@ class RouterService:
         at most the output cap sent (a provider cannot exceed it).
         """
         cap = result.plan.max_tokens if result.plan.max_tokens is not None else result.model.max_output_tokens
-        return prompt_token_bound(result.request.messages), min(cap, len(text.encode("utf-8")))
+        return result.request.prompt_bound, min(cap, len(text.encode("utf-8")))
 
     @staticmethod
     def _trace_settlement(result: RouteResult) -> None:

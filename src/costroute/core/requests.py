@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
 
-from costroute.core.estimate import ChatMessage
+from costroute.core.estimate import ChatMessage, prompt_token_bound
 from costroute.core.registry import MAX_QUALITY, MIN_QUALITY
 from costroute.core.selection import Constraints
 
@@ -58,6 +58,11 @@ class RouteRequest:
     max_tokens_field: str = "max_tokens"
     # How the caller named each routing field (constraints.x, routing.x or a header), for errors.
     param_names: Mapping[str, str] = field(default_factory=dict)
+    # The prompt's worst-case token count (see estimate.prompt_token_bound), computed once.
+    prompt_bound: int = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_bound", prompt_token_bound(self.messages))
     max_candidates: int | None = None
     raw_messages: tuple[Mapping[str, Any], ...] = ()
     provider_params: Mapping[str, Any] = field(default_factory=dict)
