@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Iterator
 
 import moto  # noqa: F401  (imported before boto3 clients exist, so they can be mocked)

@@ -11,12 +11,12 @@ from typing import Any, Callable
 import pytest
 from flask import Flask
 
-from costroute.core.registry import Model, build_registry
+from costroute.core.registry import build_registry
 from costroute.providers.base import AUTH, ProviderCall, ProviderError
 from costroute.providers.mock import MockProvider
 from costroute.providers.openai import OpenAIProvider
 from tests.conftest import FakeClock
-from tests.fakes.fake_openai import FakeOpenAI, malformed, ok, slow, status
+from tests.fakes.fake_openai import FakeOpenAI, malformed, slow, status
 from tests.integration.servers import FAKE_KEY, fake_openai, model_entry, registry_json  # noqa: F401
 
 HI = [{"role": "user", "content": "hi"}]

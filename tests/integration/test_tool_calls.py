@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import openai
 import pytest

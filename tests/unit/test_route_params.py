@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 
 def test_v1_unknown_prefer_provider_names_the_routing_field(client: Any) -> None:
     response = client.post("/v1/chat/completions", json={
