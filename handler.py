@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 import awsgi
 
 from costroute.config.settings import SettingsError
-from costroute.web.native import TIME_LEFT_ENVIRON_KEY
+from costroute.web.native import CALLER_ENVIRON_KEY, REQUEST_ID_ENVIRON_KEY, TIME_LEFT_ENVIRON_KEY
 
 logger = logging.getLogger("costroute.handler")
 
@@ -27,15 +27,25 @@ BASE64_CONTENT_TYPES: frozenset[str] = frozenset()
 def _application() -> Callable[..., Iterable[bytes]]:
     global _app
     if _app is None:
+        from costroute.bootstrap import build_runtime
+        from costroute.config.settings import Settings
         from costroute.web import create_app
 
-        flask_app = create_app()
+        flask_app = create_app(build_runtime(Settings.from_env()))
 
         def with_time_left(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             context = environ.get("awsgi.context")
             remaining = getattr(context, "get_remaining_time_in_millis", None)
             if callable(remaining):
                 environ[TIME_LEFT_ENVIRON_KEY] = remaining() / 1000
+            # Who is calling and which request this is come from API Gateway itself, never from a
+            # header the client could set.
+            request_context = (environ.get("awsgi.event") or {}).get("requestContext") or {}
+            identity = request_context.get("identity") or {}
+            if isinstance(identity, dict) and identity.get("apiKeyId"):
+                environ[CALLER_ENVIRON_KEY] = str(identity["apiKeyId"])
+            if request_context.get("requestId"):
+                environ[REQUEST_ID_ENVIRON_KEY] = str(request_context["requestId"])
             body = flask_app(environ, start_response)
             # aws-wsgi never calls close() on the response, so call_on_close hooks would not run:
             # read the body here and close it, as the WSGI spec asks of a server.
@@ -77,8 +87,25 @@ def _last_values(multi: dict[str, Any]) -> dict[str, Any]:
     return {name: values[-1] for name, values in multi.items() if isinstance(values, list) and values}
 
 
+def is_payload_v2(event: Any) -> bool:
+    """Whether the event is an HTTP API or Function URL event (payload format 2.0)."""
+    if not isinstance(event, dict):
+        return False
+    context = event.get("requestContext")
+    return event.get("version") == "2.0" or (
+        "httpMethod" not in event and isinstance(context, dict) and isinstance(context.get("http"), dict)
+    )
+
+
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Serve one API Gateway REST proxy event; statusCode comes back as an integer."""
+    if is_payload_v2(event):
+        return _error_response(
+            400,
+            "unsupported_event",
+            "this function expects API Gateway REST API events (payload format 1.0); it got a payload format 2.0 "
+            "event (an HTTP API or a Lambda Function URL). Deploy it behind the REST API of template.yaml.",
+        )
     try:
         app = _application()
     except SettingsError as exc:

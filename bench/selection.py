@@ -24,7 +24,10 @@ ROUNDS = 3
 def run(quick: bool = False) -> dict[str, Any]:
     """p50/p99 per registry size, the time per model, and the growth between sizes."""
     from costroute.core.estimate import ChatMessage, estimate_prompt_tokens
+    from costroute.config.registry_source import builtin_providers
+    from costroute.config.settings import Settings
     from costroute.core.registry import build_registry
+    from costroute.providers import KINDS
     from costroute.core.selection import Constraints, SelectionRequest, select_model
 
     constraints = HAIKU_BODY["constraints"]
@@ -42,7 +45,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     )
     results: dict[str, Any] = {"input_tokens": request.input_tokens, "sizes": {}}
     for size in SIZES:
-        models = build_registry(registry_rows(size, providers=("mock", "openai")), ("mock", "openai")).models
+        rows = registry_rows(size, providers=("mock", "openai"))
+        models = build_registry(rows, KINDS, builtin_providers(Settings())).models
         decision = select_model(models, request)
         calls = max(CALLS[size] // (10 if quick else 1), 20)
         samples: list[int] = []

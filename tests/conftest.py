@@ -8,14 +8,16 @@ import moto  # noqa: F401  (imported before boto3 clients exist, so they can be 
 import pytest
 from flask import Flask
 
-from costroute.bootstrap import Runtime, build_runtime
+from costroute.bootstrap import build_runtime
 from costroute.config.settings import Settings
+from costroute.runtime import Runtime
 from costroute.web import create_app
 
 # Variables the service reads, plus AWS settings that would send tests to a real endpoint.
 _SERVICE_VARIABLES = (
     "MODELS_CONFIG_JSON",
     "MODELS_CONFIG_SSM_PARAMETER",
+    "MODELS_CONFIG_FILE",
     "OPENAI_API_KEY",
     "OPENAI_API_KEY_SECRET_ID",
     "OPENAI_BASE_URL",
@@ -37,6 +39,16 @@ _SERVICE_VARIABLES = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_SSM",
     "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "OPENAI_ADMIN_KEY",
+    "OPENAI_CUSTOM_HEADERS",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
     "FLASK_APP",
@@ -87,7 +99,7 @@ def make_app() -> Callable[..., Flask]:
 
     def factory(runtime_kwargs: dict[str, Any] | None = None, **settings: Any) -> Flask:
         runtime: Runtime = build_runtime(Settings(**settings), **(runtime_kwargs or {}))
-        app = create_app(runtime=runtime)
+        app = create_app(runtime)
         app.testing = True
         return app
 

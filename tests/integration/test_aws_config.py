@@ -19,6 +19,7 @@ from flask import Flask
 from moto import mock_aws
 
 from costroute.config.aws import AwsClients
+from tests.health import provider_entry
 from tests.conftest import FakeClock
 from tests.fakes.fake_openai import FakeOpenAI, status
 from tests.payloads import HAIKU_REQUEST, MOCK_ROWS, OPENAI_MODEL, OPENAI_ROUTE, repo_root
@@ -90,7 +91,7 @@ def test_registry_from_ssm(aws: None, make_app: Callable[..., Flask], clock: Fak
 
 def test_registry_from_environment_variable(aws: None, monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
     """Settings.from_env reads MODELS_CONFIG_SSM_PARAMETER (what the template sets)."""
-    from costroute.web import create_app
+    from costroute.entry import build_app as create_app
 
     put_parameter(json.dumps(MOCK_ROWS))
     monkeypatch.setenv("MODELS_CONFIG_SSM_PARAMETER", PARAMETER)
@@ -242,9 +243,9 @@ def test_parameter_created_after_a_failed_first_load_is_used_once_retried(
 @pytest.mark.parametrize(
     ("registry", "expected"),
     [
-        ([MOCK_ROWS[0], ["mock", "broken", 9, 0.001, 0.002, 100, 100]], ["entry 1", "mock:broken", "'quality'"]),
-        ([MOCK_ROWS[0], {**OPENAI_MODEL, "out_cost_per_1k": None}], ["entry 1", "'out_cost_per_1k'"]),
-        ([{k: v for k, v in OPENAI_MODEL.items() if k != "in_cost_per_1k"}], ["entry 0", "'in_cost_per_1k'"]),
+        ([MOCK_ROWS[0], ["mock", "broken", 9, 0.001, 0.002, 100, 100]], ["entry 2", "mock:broken", "'quality'"]),
+        ([MOCK_ROWS[0], {**OPENAI_MODEL, "out_cost_per_1k": None}], ["entry 2", "'out_cost_per_1k'"]),
+        ([{k: v for k, v in OPENAI_MODEL.items() if k != "in_cost_per_1k"}], ["entry 1", "'in_cost_per_1k'"]),
     ],
     ids=["quality-out-of-range", "null-price", "missing-price"],
 )
@@ -333,7 +334,7 @@ def test_key_from_environment_variable_names_the_secret(
     aws: None, monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI
 ) -> None:
     """Settings.from_env reads OPENAI_API_KEY_SECRET_ID and OPENAI_BASE_URL."""
-    from costroute.web import create_app
+    from costroute.entry import build_app as create_app
 
     create_secret(OPENAI_KEY)
     put_parameter(REGISTRY_WITH_OPENAI)
@@ -361,7 +362,7 @@ def test_missing_secret_is_an_attempt_that_names_it_and_fails_over(
     assert fake_openai.chat_requests == []
     health = app.test_client().get("/health").get_json()
     assert health["status"] == "degraded"
-    assert "costroute/does-not-exist" in health["openai_key"]["last_error"]
+    assert "costroute/does-not-exist" in provider_entry(health, "openai")["key"]["last_error"]
 
 
 def test_missing_secret_with_only_openai_models_answers_503_naming_it(
@@ -395,16 +396,16 @@ def test_health_shows_sources_and_ages_but_never_the_key(
     assert body["registry"]["loaded"] is True
     assert body["registry"]["age_seconds"] == 0
     assert body["registry"]["models"] == 3
-    assert body["openai_key"]["source"] == f"secretsmanager:{SECRET}"
-    assert body["openai_key"]["configured"] is True
+    assert provider_entry(body, "openai")["key"]["source"] == f"secretsmanager:{SECRET}"
+    assert provider_entry(body, "openai")["key"]["configured"] is True
 
     assert client.post("/route", json=OPENAI_ROUTE).status_code == 200
     clock.advance(12.5)
     after = client.get("/health")
     body = after.get_json()
     assert body["registry"]["age_seconds"] == 12.5
-    assert body["openai_key"]["loaded"] is True
-    assert body["openai_key"]["age_seconds"] == 12.5
+    assert provider_entry(body, "openai")["key"]["loaded"] is True
+    assert provider_entry(body, "openai")["key"]["age_seconds"] == 12.5
     for response in (first, after):
         assert OPENAI_KEY not in response.get_data(as_text=True)
         assert OPENAI_KEY not in str(response.headers)
@@ -456,7 +457,7 @@ def test_key_never_appears_in_responses_or_logs(
 def test_boto3_is_not_imported_without_an_aws_source() -> None:
     code = (
         "import json, sys\n"
-        "from costroute.web import create_app\n"
+        "from costroute.entry import build_app as create_app\n"
         "client = create_app().test_client()\n"
         f"response = client.post('/route', json={HAIKU_REQUEST!r})\n"
         "assert response.status_code == 200, response.get_json()\n"
@@ -474,7 +475,7 @@ def test_boto3_is_not_imported_without_an_aws_source() -> None:
 def test_a_revoked_key_rereads_the_secret_at_most_once_per_interval(
     aws: None, make_app: Callable[..., Flask], clock: FakeClock, fake_openai: FakeOpenAI
 ) -> None:
-    from costroute.bootstrap import KEY_REFRESH_INTERVAL_SECONDS
+    from costroute.config.credentials import KEY_REFRESH_INTERVAL_SECONDS
 
     create_secret(OPENAI_KEY)
     put_parameter(json.dumps([OPENAI_MODEL]))

@@ -234,7 +234,7 @@ def test_routed_request_whose_input_alone_is_over_budget_is_refused(
     assert response.status_code == 402
     error = response.get_json()["error"]
     assert error["type"] == "budget_exceeded"
-    assert "the input alone could cost more than the budget of $0.0005" in error["message"]
+    assert "leaves no room within the budget of $0.0005 for one output token" in error["message"]
     assert fake_openai.chat_requests == []
 
 

@@ -23,6 +23,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.health import provider_entry
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.payloads import HAIKU_REQUEST, MOCK_ROWS, OPENAI_MODEL, repo_root
 
@@ -254,8 +255,8 @@ def test_health_names_the_sources_not_the_key(service: Service) -> None:
     assert body["registry"]["source"] == f"ssm:{PARAMETER}"
     assert body["registry"]["loaded"] is True
     assert "age_seconds" in body["registry"]
-    assert body["openai_key"]["source"] == f"secretsmanager:{SECRET}"
-    assert body["openai_key"]["loaded"] is True
+    assert provider_entry(body, "openai")["key"]["source"] == f"secretsmanager:{SECRET}"
+    assert provider_entry(body, "openai")["key"]["loaded"] is True
 
 
 def test_key_appears_nowhere_in_responses_or_process_output(service: Service, fake_openai: FakeOpenAI) -> None:

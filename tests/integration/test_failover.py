@@ -11,10 +11,11 @@ from typing import Any, Callable
 import pytest
 from flask import Flask
 
-from costroute.core.registry import build_registry
-from costroute.providers.base import AUTH, ProviderCall, ProviderError
+from costroute.core.outcome import FailureKind
+from costroute.providers.base import ProviderCall, ProviderError
 from costroute.providers.mock import MockProvider
-from costroute.providers.openai import OpenAIProvider
+from tests.adapters import RotatingKeys, openai_provider
+from tests.registries import parse_registry
 from tests.conftest import FakeClock
 from tests.fakes.fake_openai import FakeOpenAI, malformed, slow, status
 from tests.integration.servers import FAKE_KEY, fake_openai, model_entry, registry_json  # noqa: F401
@@ -204,31 +205,13 @@ def test_no_retry_and_no_failover_on_client_errors(
     assert len(fake_openai.chat_requests) == 1  # not retried, not failed over (and a 401 re-read the same key)
 
 
-class RotatingKeys:
-    """A key source whose key was rotated: the cached key is stale, a re-read gets the new one."""
-
-    def __init__(self, stale: str, fresh: str) -> None:
-        self.stale, self.fresh = stale, fresh
-        self.refreshes = 0
-
-    def configured(self) -> bool:
-        return True
-
-    def get_key(self) -> str:
-        return self.fresh if self.refreshes else self.stale
-
-    def refresh_key(self) -> str:
-        self.refreshes += 1
-        return self.fresh
-
-
-MODEL = build_registry([model_entry("openai", "gpt-4o-mini", 3, 0.00015, 0.0006)], ["openai"]).models[0]
+MODEL = parse_registry([model_entry("openai", "gpt-4o-mini", 3, 0.00015, 0.0006)]).models[0]
 CALL = ProviderCall(messages=tuple(HI), max_tokens=20, timeout_s=5)
 
 
 def test_401_re_reads_the_key_once_and_retries_with_the_new_one(fake_openai: FakeOpenAI) -> None:  # noqa: F811
     keys = RotatingKeys("sk-test-stale-000000", FAKE_KEY)
-    provider = OpenAIProvider(keys, base_url=fake_openai.base_url)
+    provider = openai_provider(keys, base_url=fake_openai.base_url)
     completion = provider.complete(MODEL, CALL)
     assert completion.text == "[FAKE:gpt-4o-mini] hi"
     assert keys.refreshes == 1
@@ -242,15 +225,15 @@ def test_401_re_reads_the_key_once_and_retries_with_the_new_one(fake_openai: Fak
 def test_401_with_no_new_key_is_not_retried(fake_openai: FakeOpenAI) -> None:  # noqa: F811
     keys = RotatingKeys("sk-test-wrong-111111", "sk-test-wrong-111111")
     with pytest.raises(ProviderError) as caught:
-        OpenAIProvider(keys, base_url=fake_openai.base_url).complete(MODEL, CALL)
-    assert caught.value.kind == AUTH
+        openai_provider(keys, base_url=fake_openai.base_url).complete(MODEL, CALL)
+    assert caught.value.kind is FailureKind.AUTH
     assert keys.refreshes == 1
     assert len(fake_openai.chat_requests) == 1
 
 
 def test_401_re_read_through_the_service(make_app: Callable[..., Flask], fake_openai: FakeOpenAI) -> None:  # noqa: F811
     keys = RotatingKeys("sk-test-stale-222222", FAKE_KEY)
-    providers = {"openai": OpenAIProvider(keys, base_url=fake_openai.base_url), "mock": MockProvider()}
+    providers = {"openai": openai_provider(keys, base_url=fake_openai.base_url), "mock": MockProvider()}
     app = make_app(runtime_kwargs={"providers": providers}, models_config_json=REGISTRY)
     response = chat(app)
     assert response.status_code == 200
@@ -321,7 +304,7 @@ def test_an_unusable_retry_after_is_ignored(
 
 
 def test_retry_after_ms_is_read_before_retry_after() -> None:
-    from costroute.providers.openai import _retry_after
+    from costroute.providers.openai import retry_after as _retry_after
 
     class Exc:
         def __init__(self, headers: dict[str, str]) -> None:

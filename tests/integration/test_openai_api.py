@@ -79,7 +79,7 @@ def test_routing_from_x_route_headers(sdk: openai.OpenAI) -> None:
     )
     assert completion.model == "mock:premium"
     trace = completion.model_extra["routing"]["decision_trace"]
-    assert trace[0] == "Required quality 5, from constraints.min_quality."
+    assert trace[0] == "Required quality 5, from x-route-min-quality."  # named as the caller sent it
     assert any("$0.5" in line for line in trace)
     assert any(line.startswith("strict_budget") for line in trace)
 

@@ -285,13 +285,13 @@ def test_models_registry_parameter(template):
 
 def test_template_registry_is_the_builtin_default(template):
     """The registry the stack seeds into SSM is the one the service uses without configuration."""
-    from costroute.bootstrap import KNOWN_PROVIDERS
-    from costroute.core.registry import default_registry_json, parse_registry_json
+    from costroute.core.registry import default_registry_json
+    from tests.registries import parse_registry
 
     text = template["Resources"]["ModelsRegistryParameter"]["Properties"]["Value"]
     assert json.loads(text) == json.loads(default_registry_json())
     # Exactly, prices included: compared as parsed Decimals, not only as floats.
-    assert parse_registry_json(text, KNOWN_PROVIDERS) == parse_registry_json(default_registry_json(), KNOWN_PROVIDERS)
+    assert parse_registry(text) == parse_registry(default_registry_json())
 
 
 # --------------------------------------------------------------------------- IAM

@@ -1,4 +1,4 @@
-"""Token, cost and latency estimates; the output ceiling."""
+"""Token, cost and latency estimates (the ceiling built on them is tested in test_plan.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from costroute.core.estimate import (
     estimate_prompt_tokens,
     estimate_text_tokens,
     expected_output_tokens,
-    output_token_ceiling,
     prompt_token_bound,
     required_quality,
 )
@@ -90,33 +89,6 @@ def test_estimate_caps_output_at_max_output_tokens_and_keeps_latency() -> None:
     assert estimate.output_tokens == 100
     assert estimate.latency_ms == 450
     assert estimate.cost_usd == cost_usd(model(max_out=100), 10, 100)
-
-
-def test_ceiling_is_the_largest_output_that_fits() -> None:
-    m = model("0.001", "0.002", max_out=10_000)
-    budget = Decimal("0.002")
-    ceiling = output_token_ceiling(m, budget, 100)
-    assert cost_usd(m, 100, ceiling) <= budget < cost_usd(m, 100, ceiling + 1)
-
-
-def test_ceiling_is_zero_when_input_alone_reaches_the_budget_and_capped_by_model() -> None:
-    m = model("0.01", "0.002", max_out=50)
-    assert output_token_ceiling(m, Decimal("0.001"), 100) == 0
-    assert output_token_ceiling(m, Decimal("1"), 10) == 50
-    assert output_token_ceiling(model("0.001", "0", max_out=77), Decimal("1"), 10) == 77
-
-
-def test_input_alone_exceeds_agrees_with_a_zero_ceiling() -> None:
-    from costroute.core.estimate import input_alone_exceeds
-
-    prices = ["0", "0.00001", "0.0003", "0.002", "0.03"]
-    budgets = [Decimal(b) for b in ("0.000001", "0.00005", "0.0004", "0.002", "0.01")]
-    for in_price in prices:
-        for out_price in prices:
-            m = model(in_price, out_price, max_out=500)
-            for budget in budgets:
-                for bound in (1, 7, 120, 3000):
-                    assert input_alone_exceeds(m, budget, bound) == (output_token_ceiling(m, budget, bound) == 0)
 
 
 def test_text_tokens_count_ascii_and_other_characters_alike_on_long_text() -> None:

@@ -291,19 +291,20 @@ def test_the_platforms_time_left_shortens_the_deadline(app_with: Callable[..., F
 def test_a_request_reads_the_registry_once_even_when_it_fails_over(clock: FakeClock) -> None:
     """The decision and every failover use the same registry (a refresh mid-request changes nothing)."""
     from costroute.breaker import CircuitBreakers
-    from costroute.core.registry import build_registry
     from costroute.core.requests import parse_route_body
     from costroute.providers.mock import MockProvider
     from costroute.service import RouterService
+    from tests.adapters import StaticLookup
+    from tests.registries import parse_registry
 
-    registry = build_registry([mock("a", 3, 0.001, 0.002, mock_fail_status=503), mock("b", 3, 0.002, 0.004)], ["mock"])
+    registry = parse_registry([mock("a", 3, 0.001, 0.002, mock_fail_status=503), mock("b", 3, 0.002, 0.004)])
     reads: list[int] = []
 
     def read_registry() -> Any:
         reads.append(1)
         return registry
 
-    service = RouterService(registry=read_registry, providers={"mock": MockProvider(sleep=clock.sleep)},
+    service = RouterService(registry=read_registry, providers=StaticLookup({"mock": MockProvider(sleep=clock.sleep)}),
                             breakers=CircuitBreakers(3, 30, clock), deadline_seconds=25, provider_timeout_seconds=20,
                             clock=clock, sleep=clock.sleep)
     result = service.route(parse_route_body({"input": "hi", "constraints": {"min_quality": 3}}))

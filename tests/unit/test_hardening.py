@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from costroute.core.estimate import cost_usd, output_token_ceiling
+from costroute.core.estimate import cost_usd
+from costroute.core.plan import plan_call, worst_input
 from costroute.core.registry import Model
 from costroute.core.requests import parse_chat_body
 
@@ -24,7 +25,9 @@ def test_a_huge_integer_budget_is_refused_not_looped_over(client: Any) -> None:
 def test_the_ceiling_is_exact_for_the_largest_budget_and_long_prices() -> None:
     model = Model("mock", "m", 3, Decimal("0.000123456789012345678901234567"), Decimal("0.000987654321098765432109876543"), 1, 10**13)
     budget = Decimal(1_000_000)
-    ceiling = output_token_ceiling(model, budget, 12_345)
+    plan = plan_call(model, worst_input(model, 12_345), None, budget)
+    assert plan is not None
+    ceiling = plan.max_tokens
     assert 0 < ceiling < 10**13
     assert cost_usd(model, 12_345, ceiling) <= budget < cost_usd(model, 12_345, ceiling + 1)
 

@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterator
 from flask import Flask
 
 from costroute.core.registry import Model
-from costroute.providers.base import UPSTREAM, ClosingStream, Completion, ProviderCall, ProviderError, StreamPiece
+from costroute.core.outcome import FailureKind
+from costroute.core.settle import Usage
+from costroute.providers.base import Adapter, ClosingStream, Completion, ProviderCall, ProviderError, StreamPiece
 from costroute.providers.mock import MockProvider
 from tests.conftest import FakeClock
 
@@ -19,7 +21,7 @@ CHAT = {"model": "auto", "stream": True, "stream_options": {"include_usage": Tru
         "messages": [{"role": "user", "content": "hi"}]}
 
 
-class ScriptedStream:
+class ScriptedStream(Adapter):
     """A provider whose stream yields pieces, running a step (advance a clock, raise) before each."""
 
     def __init__(self, steps: list[Callable[[], None]], open_delay_s: float = 0.0) -> None:
@@ -47,7 +49,7 @@ class ScriptedStream:
         for index, step in enumerate(self.steps):
             step()
             yield StreamPiece(text=f"w{index} ")
-        yield StreamPiece(finish_reason="stop", prompt_tokens=5, completion_tokens=len(self.steps))
+        yield StreamPiece(finish_reason="stop", usage=Usage(input_tokens=5, output_tokens=len(self.steps)))
 
 
 def app_with(make_app: Callable[..., Flask], provider: ScriptedStream, clock: Any = time.monotonic, **settings: Any) -> Flask:
@@ -64,12 +66,12 @@ def events(response: Any) -> list[Any]:
 
 def test_a_failure_mid_stream_ends_it_with_an_error_and_opens_the_breaker(make_app: Callable[..., Flask]) -> None:
     def fail() -> None:
-        raise ProviderError(UPSTREAM, "connection reset mid-answer", status=502)
+        raise ProviderError(FailureKind.UPSTREAM, "connection reset mid-answer", status=502)
 
     provider = ScriptedStream([lambda: None, fail])
     client = app_with(make_app, provider).test_client()
     received = events(client.post("/v1/chat/completions", json=CHAT))
-    assert received[-2]["error"]["code"] == UPSTREAM and received[-1] == "[DONE]"
+    assert received[-2]["error"]["code"] == "upstream" and received[-1] == "[DONE]"
     assert provider.closed
     assert client.get("/health").get_json()["open_breakers"] == {"mock:only": 1}
 
@@ -98,7 +100,8 @@ def test_a_finished_stream_is_settled_and_closes_the_breaker(make_app: Callable[
     provider = ScriptedStream([lambda: None] * 3)
     client = app_with(make_app, provider).test_client()
     final = [e for e in events(client.post("/v1/chat/completions", json=CHAT)) if isinstance(e, dict) and "usage" in e and e["usage"]][-1]
-    assert final["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    assert final["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8,
+                              "prompt_tokens_details": {"cached_tokens": 0}}
     assert final["routing"]["actual_cost_usd"] == (5 * 0.001 + 3 * 0.002) / 1000
 
 

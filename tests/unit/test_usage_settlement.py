@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
 from flask import Flask
 
 from costroute.core.estimate import ChatMessage, prompt_token_bound
-from costroute.core.registry import build_registry
-from costroute.providers.base import Completion, ProviderCall, StreamPiece
-from costroute.providers.openai import OpenAIProvider
+from costroute.providers.base import Adapter, Completion, ProviderCall, StreamPiece
+from tests.registries import parse_registry
 
 ANSWER = "héllo wörld 🌊"
 ANSWER_BYTES = len(ANSWER.encode("utf-8"))  # 18: é, ö and the wave take 2, 2 and 4
@@ -19,15 +17,14 @@ HI = [{"role": "user", "content": "hi"}]
 BOUND = prompt_token_bound([ChatMessage(role="user", content="hi")])
 
 
-class NoUsageProvider:
+class NoUsageProvider(Adapter):
     """Answers without reporting usage, like some OpenAI-compatible servers."""
 
     def availability(self, model: Any) -> None:
         return None
 
     def complete(self, model: Any, call: ProviderCall) -> Completion:
-        return Completion(text=ANSWER, prompt_tokens=0, completion_tokens=0, finish_reason="stop", latency_ms=1.0,
-                          latency_kind="measured", usage_reported=False)
+        return Completion(text=ANSWER, usage=None, finish_reason="stop", latency_ms=1.0)
 
     def stream(self, model: Any, call: ProviderCall) -> Iterator[StreamPiece]:
         return iter([StreamPiece(text="héllo "), StreamPiece(text="wörld 🌊"), StreamPiece(finish_reason="stop")])
@@ -66,14 +63,11 @@ def test_missing_usage_never_settles_above_the_output_cap(app: Flask) -> None:
     assert response.get_json()["usage"]["completion_tokens"] == 5
 
 
-def test_openai_provider_marks_a_response_without_usage(monkeypatch: pytest.MonkeyPatch) -> None:
-    response = SimpleNamespace(
-        choices=[SimpleNamespace(message=SimpleNamespace(content=ANSWER), finish_reason="stop")], usage=None)
-    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=lambda **kwargs: response)))
-    keys = SimpleNamespace(configured=lambda: True, get_key=lambda: "sk-test-x", refresh_key=lambda: "sk-test-x")
-    provider = OpenAIProvider(keys)  # type: ignore[arg-type]
-    monkeypatch.setattr(provider, "_client_for", lambda refresh: (client, "sk-test-x"))
-    model = build_registry([["openai", "m", 3, 0.001, 0.002, 100, 100]], ["openai"]).models[0]
-    completion = provider.complete(model, ProviderCall(messages=tuple(HI), max_tokens=10, timeout_s=1))
-    assert completion.usage_reported is False
+def test_openai_provider_marks_a_response_without_usage() -> None:
+    from costroute.providers.openai import _read_completion
+
+    model = parse_registry([["openai", "m", 3, 0.001, 0.002, 100, 100]]).models[0]
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}]}
+    completion = _read_completion(body, model, 1.0)
+    assert completion.usage is None
     assert completion.text == ANSWER

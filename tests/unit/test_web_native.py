@@ -8,6 +8,7 @@ from typing import Any, Callable
 import pytest
 from flask import Flask
 
+from tests.health import provider_entry
 from tests.payloads import HAIKU_REQUEST, SEED_CURL_REQUEST
 
 
@@ -149,7 +150,7 @@ def test_health_reports_version_and_registry_never_a_key(make_app: Callable[...,
     body = response.get_json()
     assert body["status"] == "ok" and body["version"]
     assert body["registry"]["source"] == "builtin+openai" and body["registry"]["models"] == 5
-    assert body["openai_key"] == {"source": "env:OPENAI_API_KEY", "configured": True}
+    assert provider_entry(body, "openai")["key"] == {"source": "env:OPENAI_API_KEY", "configured": True}
     assert "sk-test-secret-health-1234" not in response.get_data(as_text=True)
 
 
@@ -183,6 +184,7 @@ def test_custom_registry_replaces_the_builtin_and_gets_no_openai_model(make_app:
 
 
 def test_openai_variables_describe_the_added_model() -> None:
+    from costroute.bootstrap import build_runtime
     from costroute.config.settings import Settings
     from costroute.web import create_app
 
@@ -191,19 +193,20 @@ def test_openai_variables_describe_the_added_model() -> None:
         "OPENAI_OUTPUT_COST_PER_1K": "0.0012", "OPENAI_MODEL_QUALITY": "4", "OPENAI_MODEL_LATENCY_MS": "700",
         "OPENAI_MODEL_MAX_TOKENS": "2048",
     })
-    client = create_app(settings).test_client()
+    client = create_app(build_runtime(settings)).test_client()
     models = {m["id"]: m for m in client.get("/models").get_json()["models"]}
     assert models["openai:gpt-x"] == {
-        "id": "openai:gpt-x", "provider": "openai", "name": "gpt-x", "quality": 4, "input_cost_per_1k": 0.0003,
-        "output_cost_per_1k": 0.0012, "latency_ms": 700, "max_output_tokens": 2048, "available": True,
-        "unavailable_reason": None,
+        "id": "openai:gpt-x", "provider": "openai", "kind": "openai", "name": "gpt-x", "upstream_model": "gpt-x",
+        "quality": 4, "input_cost_per_1k": 0.0003, "output_cost_per_1k": 0.0012, "cached_input_cost_per_1k": None,
+        "cache_write_cost_per_1k": None, "latency_ms": 700, "max_output_tokens": 2048, "available": True,
+        "unavailable_reason": None, "pinnable": True,
     }
 
 
 @pytest.mark.parametrize(
     ("settings", "fragment"),
     [
-        ({"models_config_json": "[[\"mock\", \"a\", 9, 0.1, 0.1, 10, 10]]"}, "entry 0 (mock:a): field 'quality'"),
+        ({"models_config_json": "[[\"mock\", \"a\", 9, 0.1, 0.1, 10, 10]]"}, "entry 1 (mock:a): field 'quality'"),
         ({"models_config_json": "{oops"}, "not valid JSON"),
         ({"openai_api_key": "sk-test-y", "openai_model": None}, ""),
     ],

@@ -1,4 +1,4 @@
-"""AWS configuration sources: the registry in SSM Parameter Store, the key in Secrets Manager.
+"""AWS configuration sources: the registry in SSM Parameter Store, provider keys in Secrets Manager.
 
 boto3 is imported, and each client created, on first use only, then reused while the process
 lives. AWS errors become ``ConfigError`` with the parameter or secret named and AWS's own code
@@ -6,20 +6,17 @@ and message (which never carry the secret's value).
 
 botocore logs every response body at DEBUG (logger ``botocore.parsers``), a Secrets Manager
 secret or a decrypted SecureString included. The first client created installs a filter on that
-logger which blanks such bodies, so ``LOG_LEVEL=DEBUG`` never writes the OpenAI key to the logs.
+logger which blanks such bodies, so ``LOG_LEVEL=DEBUG`` never writes a provider's key to the logs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 from typing import Any
 
 from costroute.config.cache import ConfigError
-
-KEY_FIELD = "OPENAI_API_KEY"
 
 # botocore's logger that writes "Response body:\n%r" at DEBUG.
 BOTOCORE_BODY_LOGGER = "botocore.parsers"
@@ -113,26 +110,16 @@ def read_ssm_parameter(clients: AwsClients, name: str) -> str:
         raise _aws_error(exc, f"SSM parameter '{name}'") from exc
 
 
-def read_openai_key_secret(clients: AwsClients, secret_id: str) -> str:
-    """The OpenAI key from a secret holding the key itself or JSON with an OPENAI_API_KEY field."""
+def read_secret_string(clients: AwsClients, secret_id: str) -> str:
+    """The ``SecretString`` of a Secrets Manager secret (by name or ARN)."""
     try:
         response = clients.client("secretsmanager").get_secret_value(SecretId=secret_id)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - narrowed by _aws_error, which re-raises the rest
         raise _aws_error(exc, f"secret '{secret_id}'") from exc
     text = response.get("SecretString")
-    if not text:
-        raise ConfigError(f"secret '{secret_id}' has no SecretString (a binary secret cannot hold the key)")
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"secret '{secret_id}' looks like JSON but does not parse") from exc
-        key = data.get(KEY_FIELD) if isinstance(data, dict) else None
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(f"secret '{secret_id}' is a JSON object without a non-empty '{KEY_FIELD}' field")
-        return key.strip()
-    return stripped
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f"secret '{secret_id}' has no SecretString (a binary secret cannot hold a key)")
+    return text
 
 
 def _aws_error(exc: Exception, what: str) -> ConfigError:

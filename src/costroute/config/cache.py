@@ -94,6 +94,19 @@ class CachedValue(Generic[T]):
             age = None if self._loaded_at is None else max(0.0, self._clock() - self._loaded_at)
             return CacheStatus(self.source, self._loaded_at is not None, age, self._last_error)
 
+    def load_failure(self) -> str | None:
+        """The error of a failed first load while it is not yet due to be retried, else None.
+
+        Lets a caller skip what cannot be loaded without a network call, and try it again (through
+        ``get``) once the retry is due.
+        """
+        with self._lock:
+            if self._loaded_at is not None or self._failed_at is None:
+                return None
+            if self._clock() - self._failed_at >= min(self._ttl, FAILED_LOAD_RETRY_SECONDS):
+                return None
+            return self._last_error or f"{self.source} could not be loaded"
+
     def _load(self) -> T:
         """Fetch (the caller holds the fetch lock, not the state lock) and record the outcome."""
         try:

@@ -10,12 +10,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from costroute.core.fields import is_http_url
+
 DEFAULT_CONFIG_TTL_SECONDS = 300.0
 DEFAULT_REQUEST_DEADLINE_SECONDS = 25.0
 DEFAULT_PROVIDER_TIMEOUT_SECONDS = 20.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BREAKER_FAILURES = 3
 DEFAULT_BREAKER_COOLDOWN_SECONDS = 30.0
+# Lambda's longest invocation: no deadline or provider call can sensibly be longer.
+MAX_SECONDS = 900.0
 
 
 class SettingsError(ValueError):
@@ -40,6 +44,7 @@ class Settings:
 
     models_config_json: str | None = None
     models_config_ssm_parameter: str | None = None
+    models_config_file: str | None = None
     openai_api_key: str | None = field(default=None, repr=False)
     openai_api_key_secret_id: str | None = None
     openai_base_url: str | None = None
@@ -79,17 +84,18 @@ class Settings:
         return cls(
             models_config_json=text("MODELS_CONFIG_JSON"),
             models_config_ssm_parameter=text("MODELS_CONFIG_SSM_PARAMETER"),
+            models_config_file=text("MODELS_CONFIG_FILE"),
             openai_api_key=text("OPENAI_API_KEY"),
             openai_api_key_secret_id=text("OPENAI_API_KEY_SECRET_ID"),
-            openai_base_url=text("OPENAI_BASE_URL"),
+            openai_base_url=_url(text("OPENAI_BASE_URL"), "OPENAI_BASE_URL"),
             openai_model=openai_model,
             config_ttl_seconds=_number(env, "CONFIG_TTL_SECONDS", DEFAULT_CONFIG_TTL_SECONDS, minimum=0),
             mock_simulate_latency=_flag(env, "MOCK_SIMULATE_LATENCY"),
             request_deadline_seconds=_number(
-                env, "REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS, minimum=0.1
+                env, "REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS, minimum=0.1, maximum=MAX_SECONDS
             ),
             provider_timeout_seconds=_number(
-                env, "PROVIDER_TIMEOUT_SECONDS", DEFAULT_PROVIDER_TIMEOUT_SECONDS, minimum=0.1
+                env, "PROVIDER_TIMEOUT_SECONDS", DEFAULT_PROVIDER_TIMEOUT_SECONDS, minimum=0.1, maximum=MAX_SECONDS
             ),
             max_body_bytes=int(_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1, integer=True)),
             breaker_failure_threshold=int(
@@ -102,7 +108,10 @@ class Settings:
         )
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float, integer: bool = False) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, minimum: float, integer: bool = False,
+    maximum: float | None = None,
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -113,6 +122,15 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float, i
         raise SettingsError(f"{name} must be {kind}, got {raw!r}") from exc
     if not math.isfinite(value) or value < minimum:
         raise SettingsError(f"{name} must be a finite number of at least {minimum:g}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum:g} (Lambda's longest invocation is 15 minutes), "
+                            f"got {raw!r}")
+    return value
+
+
+def _url(value: str | None, name: str) -> str | None:
+    if value is not None and not is_http_url(value):
+        raise SettingsError(f"{name} must be an http or https URL with a host, got {value!r}")
     return value
 
 

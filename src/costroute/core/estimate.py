@@ -14,13 +14,14 @@ Two token counts are kept apart on purpose:
   Each message adds its role's and name's bytes and a generous 8 tokens of framing, and the reply
   priming 8 more, well above the 3 to 4 that OpenAI documents.
 
-Costs are exact ``Decimal`` arithmetic: tokens / 1000 x price per 1k.
+Costs are exact ``Decimal`` arithmetic: tokens / 1000 x price per 1k. The ceiling built on the
+bound is in ``plan.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Context, Decimal, localcontext
+from decimal import Context, Decimal, localcontext
 from typing import Iterable, Mapping, NamedTuple
 
 from costroute.core.registry import Model
@@ -109,10 +110,12 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", errors="surrogatepass"))
 
 
-def expected_output_tokens(requested: int | None, task_type: str | None) -> tuple[int, str]:
-    """Output tokens before any model's cap, and where the number came from."""
+def expected_output_tokens(
+    requested: int | None, task_type: str | None, param: str = "metadata.expected_output_tokens"
+) -> tuple[int, str]:
+    """Output tokens before any model's cap, and where the number came from (``param`` as the caller named it)."""
     if requested is not None:
-        return requested, "metadata.expected_output_tokens"
+        return requested, param
     if task_type is not None and task_type in TASK_DEFAULTS:
         return TASK_DEFAULTS[task_type].output_tokens, f"the default for task_type '{task_type}'"
     if task_type is not None:
@@ -120,10 +123,12 @@ def expected_output_tokens(requested: int | None, task_type: str | None) -> tupl
     return DEFAULT_OUTPUT_TOKENS, "the global default"
 
 
-def required_quality(min_quality: int | None, task_type: str | None) -> tuple[int, str]:
-    """The quality floor and where it came from."""
+def required_quality(
+    min_quality: int | None, task_type: str | None, param: str = "constraints.min_quality"
+) -> tuple[int, str]:
+    """The quality floor and where it came from (``param`` as the caller named min_quality)."""
     if min_quality is not None:
-        return min_quality, "constraints.min_quality"
+        return min_quality, param
     if task_type is not None and task_type in TASK_DEFAULTS:
         return TASK_DEFAULTS[task_type].quality, f"the default for task_type '{task_type}'"
     if task_type is not None:
@@ -146,13 +151,6 @@ def estimate_for(model: Model, input_tokens: int, output_tokens: int) -> Estimat
     return estimates_for((model,), input_tokens, output_tokens)[model.id]
 
 
-def input_alone_exceeds(model: Model, budget_usd: Decimal, prompt_bound: int) -> bool:
-    """Whether a worst-case prompt leaves no room for one output token: ``output_token_ceiling`` is 0."""
-    if model.output_cost_per_1k == 0:
-        return cost_usd(model, prompt_bound, 0) >= budget_usd
-    return cost_usd(model, prompt_bound, 1) > budget_usd
-
-
 def estimates_for(models: Iterable[Model], input_tokens: int, output_tokens: int) -> dict[str, Estimate]:
     """``estimate_for`` of every model, keyed by id: the hot path of selection, so done in one loop."""
     exact_input = Decimal(input_tokens)
@@ -163,23 +161,3 @@ def estimates_for(models: Iterable[Model], input_tokens: int, output_tokens: int
             cost = exact_input * model.input_cost_per_token + output * model.output_cost_per_token
             estimates[model.id] = Estimate(input_tokens, output, cost, model.latency_ms)
     return estimates
-
-
-def output_token_ceiling(model: Model, budget_usd: Decimal, prompt_bound: int) -> int:
-    """The most output tokens a call may be allowed so its cost cannot pass the budget.
-
-    Uses the prompt bound, so the result holds whatever the provider counts. Returns 0 when the
-    input alone could reach the budget, and the model's max_output_tokens when output is free.
-    """
-    with localcontext(EXACT):
-        remaining = budget_usd - cost_usd(model, prompt_bound, 0)
-        if remaining <= 0:
-            return 0
-        if model.output_cost_per_1k == 0:
-            return model.max_output_tokens
-        quotient = (remaining / model.output_cost_per_token).to_integral_value(rounding=ROUND_FLOOR)
-        allowed = int(min(quotient, model.max_output_tokens))
-    # Only a price with more digits than EXACT holds could round the quotient up: check the answer.
-    while allowed > 0 and cost_usd(model, prompt_bound, allowed) > budget_usd:
-        allowed -= 1
-    return allowed

@@ -1,8 +1,12 @@
-"""Typed requests from decoded JSON: validation with messages that name the field.
+"""Typed requests from request bodies: decoding and validation with messages that name the field.
 
 Rules shared by ``/route`` and ``/v1/chat/completions``:
 
-* ``null`` for an optional field means the field is absent; unknown fields are ignored.
+* A body is UTF-8 JSON. Invalid UTF-8 (a raw lone surrogate ``\\xed\\xa0\\x80`` included), a
+  ``\\ud800``-style escape that decodes to a lone surrogate, ``NaN``/``Infinity`` and a number that
+  overflows to infinity (``1e400``) are refused anywhere in the body: no provider can be sent them.
+* ``null`` for an optional field means the field is absent; unknown fields are ignored by
+  ``/route`` and passed through to the provider by ``/v1``.
 * Integers are JSON integers (``3``, not ``3.0`` or ``true``); prices are positive finite numbers,
   kept as the ``Decimal`` of their shortest decimal form, so ``0.002`` is exactly 0.002.
 """
@@ -13,6 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Mapping
 
 from costroute.core.estimate import ChatMessage, prompt_token_bound
@@ -25,23 +30,32 @@ ROUTING_FIELDS: tuple[str, ...] = (
     "max_latency_ms",
     "prefer_provider",
     "strict_budget",
+    "strict_quality",
     "task_type",
     "expected_output_tokens",
 )
-
+# Routing fields that /route reads from ``metadata``; the others are in ``constraints``.
+METADATA_FIELDS = frozenset({"task_type", "expected_output_tokens"})
 
 # A per-request budget above this is a mistake, not a budget (and would make the ceiling meaningless).
 MAX_BUDGET_USD = 1_000_000
 
 
+class RequestProblem(StrEnum):
+    """What is wrong with a request the service refuses; the web layer maps it to a status."""
+
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+
+
 class InvalidRequest(ValueError):
     """A request the service refuses; ``param`` names the offending field."""
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+    def __init__(self, message: str, param: str | None = None, problem: RequestProblem = RequestProblem.INVALID) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-        self.status = status
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -56,16 +70,62 @@ class RouteRequest:
     pinned_model: str | None = None
     max_tokens: int | None = None
     max_tokens_field: str = "max_tokens"
-    # How the caller named each routing field (constraints.x, routing.x or a header), for errors.
+    # How the caller named each routing field (constraints.x, routing.x or a header), for errors and the trace.
     param_names: Mapping[str, str] = field(default_factory=dict)
+    max_candidates: int | None = None
+    # The messages as the caller sent them (OpenAI's format), and the fields passed through to the provider.
+    raw_messages: tuple[Mapping[str, Any], ...] = ()
+    provider_params: Mapping[str, Any] = field(default_factory=dict)
+    # Whether any text part asks the provider to write a prompt cache (``cache_control``).
+    cache_breakpoints: bool = False
     # The prompt's worst-case token count (see estimate.prompt_token_bound), computed once.
     prompt_bound: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompt_bound", prompt_token_bound(self.messages))
-    max_candidates: int | None = None
-    raw_messages: tuple[Mapping[str, Any], ...] = ()
-    provider_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def param(self, name: str) -> str:
+        """The routing field as the caller sent it: ``constraints.min_quality``, ``routing.min_quality``, a header."""
+        return self.param_names.get(name, name)
+
+
+def decode_json_body(raw: bytes) -> Any:
+    """A request body decoded as strict UTF-8 JSON; InvalidRequest naming what is wrong."""
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"the request body is not valid UTF-8 (at byte {exc.start}): invalid byte sequences, lone surrogates "
+            "included, are refused"
+        ) from exc
+    try:
+        body = json.loads(text.removeprefix("\ufeff"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except InvalidRequest:
+        raise
+    except RecursionError as exc:
+        raise InvalidRequest("the request body is nested too deeply") from exc
+    except ValueError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+    # A \uD800-style escape decodes to a lone surrogate, which no provider can be sent.
+    if "\\ud" in text or "\\uD" in text:
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest("the request body holds a lone surrogate (\\uD800-\\uDFFF), which is not text") from exc
+    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidRequest(f"the request body contains {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidRequest(f"the request body contains the number {text[:40]}, which overflows to infinity")
+    return value
 
 
 def parse_route_body(body: Any) -> RouteRequest:
@@ -82,22 +142,10 @@ def parse_route_body(body: Any) -> RouteRequest:
     constraints_obj = _optional_object(body, "constraints")
     metadata = _optional_object(body, "metadata")
     param_names = {
-        **{name: f"constraints.{name}" for name in ROUTING_FIELDS},
-        "task_type": "metadata.task_type",
-        "expected_output_tokens": "metadata.expected_output_tokens",
+        name: f"metadata.{name}" if name in METADATA_FIELDS else f"constraints.{name}" for name in ROUTING_FIELDS
     }
-    constraints, task_type, expected = parse_routing(
-        {
-            "max_cost_usd": constraints_obj.get("max_cost_usd"),
-            "min_quality": constraints_obj.get("min_quality"),
-            "max_latency_ms": constraints_obj.get("max_latency_ms"),
-            "prefer_provider": constraints_obj.get("prefer_provider"),
-            "strict_budget": constraints_obj.get("strict_budget"),
-            "task_type": metadata.get("task_type"),
-            "expected_output_tokens": metadata.get("expected_output_tokens"),
-        },
-        param_names,
-    )
+    values = {name: (metadata if name in METADATA_FIELDS else constraints_obj).get(name) for name in ROUTING_FIELDS}
+    constraints, task_type, expected = parse_routing(values, param_names)
     return RouteRequest(
         messages=(ChatMessage(role="user", content=text),),
         raw_messages=({"role": "user", "content": text},),
@@ -125,7 +173,8 @@ def parse_routing(
         )
     latency = _optional_int_value(values.get("max_latency_ms"), names["max_latency_ms"], minimum=1)
     provider = _optional_text(values.get("prefer_provider"), names["prefer_provider"])
-    strict = _optional_bool_value(values.get("strict_budget"), names["strict_budget"])
+    strict_budget = _optional_bool_value(values.get("strict_budget"), names["strict_budget"])
+    strict_quality = _optional_bool_value(values.get("strict_quality"), names["strict_quality"])
     task_type = _optional_text(values.get("task_type"), names["task_type"])
     expected = _optional_int_value(values.get("expected_output_tokens"), names["expected_output_tokens"], minimum=1)
     constraints = Constraints(
@@ -133,7 +182,8 @@ def parse_routing(
         min_quality=quality,
         max_latency_ms=latency,
         prefer_provider=provider,
-        strict_budget=bool(strict),
+        strict_budget=bool(strict_budget),
+        strict_quality=bool(strict_quality),
     )
     return constraints, task_type, expected
 
@@ -220,6 +270,10 @@ _UNBOUNDABLE_FIELDS: tuple[str, ...] = ("audio", "prediction", "web_search_optio
 # Service tiers billed at the registry's (standard or lower) prices; "priority" and "scale" are not.
 _BOUNDED_SERVICE_TIERS = frozenset({"auto", "default", "flex"})
 AUTO_MODEL = "auto"
+# The roles of OpenAI's Chat Completions; whether each must carry content.
+_CONTENT_REQUIRED = {"system": True, "developer": True, "user": True, "assistant": False, "tool": True,
+                     "function": True}
+MESSAGE_ROLES: tuple[str, ...] = tuple(_CONTENT_REQUIRED)
 
 
 @dataclass(frozen=True)
@@ -304,6 +358,7 @@ def parse_chat_body(
             max_tokens_field=max_tokens_field,
             provider_params=params,
             param_names=param_names,
+            cache_breakpoints=any(_has_cache_breakpoint(message) for message in raw_messages),
         ),
         stream=stream,
         include_usage=include_usage,
@@ -317,6 +372,9 @@ def _parse_message(index: int, message: Any) -> ChatMessage:
     role = message.get("role")
     if not isinstance(role, str) or not role.strip():
         raise InvalidRequest(f"'{param}.role' must be a non-empty string", f"{param}.role")
+    if role not in _CONTENT_REQUIRED:
+        raise InvalidRequest(f"'{param}.role' is '{role[:40]}', which is not a role; use one of "
+                             f"{', '.join(MESSAGE_ROLES)}", f"{param}.role")
     content = message.get("content")
     if isinstance(content, list):
         for part_index, part in enumerate(content):
@@ -328,14 +386,50 @@ def _parse_message(index: int, message: Any) -> ChatMessage:
                 )
     elif content is not None and not isinstance(content, str):
         raise InvalidRequest(f"'{param}.content' must be a string or an array of text parts", f"{param}.content")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        _check_tool_calls(param, role, tool_calls)
+    if content is None and (_CONTENT_REQUIRED[role] or not (tool_calls or message.get("function_call"))):
+        needs = "" if _CONTENT_REQUIRED[role] else " unless it carries 'tool_calls' or 'function_call'"
+        raise InvalidRequest(f"'{param}.content' is required for a message of role '{role}'{needs}",
+                             f"{param}.content")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise InvalidRequest(f"'{param}.tool_call_id' is required for a message of role 'tool'",
+                             f"{param}.tool_call_id")
     name = message.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidRequest(f"'{param}.name' must be a string", f"{param}.name")
+    if role == "function" and not name:
+        raise InvalidRequest(f"'{param}.name' is required for a message of role 'function'", f"{param}.name")
     text = content_text(content)
     extra = {key: message[key] for key in ("tool_calls", "function_call") if message.get(key) is not None}
     if extra:
         text += json.dumps(extra)
     return ChatMessage(role=role, content=text, name=name)
+
+
+def _check_tool_calls(param: str, role: str, tool_calls: Any) -> None:
+    if role != "assistant":
+        raise InvalidRequest(f"'{param}.tool_calls' is allowed only in assistant messages", f"{param}.tool_calls")
+    if not isinstance(tool_calls, list):
+        raise InvalidRequest(f"'{param}.tool_calls' must be an array", f"{param}.tool_calls")
+    for call_index, call in enumerate(tool_calls):
+        where = f"{param}.tool_calls[{call_index}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(call, dict)
+            or not isinstance(call.get("id"), str)
+            or not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments"), str)
+        ):
+            raise InvalidRequest(f"'{where}' must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", "
+                                 f"\"arguments\" (a JSON string)}}}}", where)
+
+
+def _has_cache_breakpoint(message: Any) -> bool:
+    content = message.get("content") if isinstance(message, dict) else None
+    return isinstance(content, list) and any(isinstance(part, dict) and part.get("cache_control") for part in content)
 
 
 def _refuse_unboundable_fields(body: Mapping[str, Any]) -> None:

@@ -11,7 +11,9 @@ Order of work:
    2. quality >= required (budget relaxed): the cheapest;
    3. estimated cost <= budget (quality relaxed): the highest quality, then the cheapest;
    4. any model: the cheapest.
-   No budget means every model is within budget. ``strict_budget`` removes rungs 2 and 4.
+   No budget means every model is within budget. ``strict_budget`` removes rungs 2 and 4 (the
+   budget is never relaxed); ``strict_quality`` removes rungs 3 and 4 (the quality floor is
+   never relaxed).
 5. Ties are explicit, never registry order: equal cost goes to the higher quality, then the
    lower latency, then the lexically smaller id.
 6. Provider bias: a model of ``prefer_provider`` on the same rung replaces the pick when it is as
@@ -59,6 +61,7 @@ class Constraints:
     max_latency_ms: int | None = None
     prefer_provider: str | None = None
     strict_budget: bool = False
+    strict_quality: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class SelectionRequest:
     input_tokens: int
     task_type: str | None = None
     expected_output_tokens: int | None = None
+    # How the caller named min_quality and expected_output_tokens, for the trace.
+    quality_param: str = "constraints.min_quality"
+    output_param: str = "metadata.expected_output_tokens"
 
 
 class Candidate(NamedTuple):
@@ -128,6 +134,7 @@ class Decision:
     trace: tuple[str, ...]
     failure: str | None = None
     budget_refused: bool = False
+    quality_refused: bool = False
 
 
 def plain_decimal(amount: Decimal) -> str:
@@ -152,8 +159,10 @@ def select_model(
     if preferred is not None and not any(model.provider == preferred for model in models):
         raise UnknownProviderError(preferred, sorted({model.provider for model in models}))
 
-    quality, quality_source = required_quality(constraints.min_quality, request.task_type)
-    output_tokens, output_source = expected_output_tokens(request.expected_output_tokens, request.task_type)
+    quality, quality_source = required_quality(constraints.min_quality, request.task_type, request.quality_param)
+    output_tokens, output_source = expected_output_tokens(
+        request.expected_output_tokens, request.task_type, request.output_param
+    )
     budget = constraints.max_cost_usd
     estimates = estimates_for(models, request.input_tokens, output_tokens)
     trace: list[str] = [
@@ -175,9 +184,15 @@ def select_model(
         )
 
     pool, latency_relaxed = _apply_latency_limit(available, constraints.max_latency_ms, exclusions, trace)
-    rungs = [rung for rung in RUNGS if not (constraints.strict_budget and budget is not None and not rung.needs_budget)]
-    if constraints.strict_budget and budget is not None:
+    strict_budget = constraints.strict_budget and budget is not None
+    rungs = [
+        rung for rung in RUNGS
+        if not (strict_budget and not rung.needs_budget) and not (constraints.strict_quality and not rung.needs_quality)
+    ]
+    if strict_budget:
         trace.append("strict_budget: the budget is never relaxed, so rungs 2 and 4 are not used.")
+    if constraints.strict_quality:
+        trace.append("strict_quality: the quality floor is never relaxed, so rungs 3 and 4 are not used.")
 
     # One sort serves every cost-objective rung (filtering keeps the order) and the candidates.
     by_cost = sorted(models, key=_sort_key(RUNGS[0], estimates))
@@ -190,6 +205,7 @@ def select_model(
         description: str | None,
         failure: str | None = None,
         budget_refused: bool = False,
+        quality_refused: bool = False,
     ) -> Decision:
         return Decision(
             strategy=STRATEGY,
@@ -205,6 +221,7 @@ def select_model(
             trace=tuple(trace),
             failure=failure,
             budget_refused=budget_refused,
+            quality_refused=quality_refused,
         )
 
     good = {model.id for model in pool if model.quality >= quality}
@@ -242,15 +259,18 @@ def select_model(
         )
         return decide(pick, rung, description)
 
-    budget_refused = bool(pool) and constraints.strict_budget and budget is not None
+    quality_refused = bool(pool) and constraints.strict_quality and not good
+    budget_refused = bool(pool) and strict_budget and not quality_refused
     if not pool:
         failure = "no model is available"
+    elif quality_refused:
+        failure = f"no available model meets the quality floor of {quality} and strict_quality forbids relaxing it"
     elif budget_refused:
         failure = f"no model fits the budget of {format_usd(budget)} and strict_budget forbids relaxing it"
     else:
         failure = "no model qualifies"
     trace.append(f"No model chosen: {failure}.")
-    return decide(None, None, None, failure, budget_refused)
+    return decide(None, None, None, failure, budget_refused, quality_refused)
 
 
 def _apply_latency_limit(
@@ -281,7 +301,7 @@ def _model_id(model: Model) -> str:
     return model.id
 
 
-def _sort_key(rung: Rung, estimates: Mapping[str, Estimate]) -> Callable[[Model], tuple]:
+def _sort_key(rung: Rung, estimates: Mapping[str, Estimate]) -> Callable[[Model], tuple[object, ...]]:
     if rung.objective == "quality":
         return lambda m: (-m.quality, estimates[m.id].cost_usd, m.latency_ms, m.id)
     return lambda m: (estimates[m.id].cost_usd, -m.quality, m.latency_ms, m.id)
@@ -290,7 +310,7 @@ def _sort_key(rung: Rung, estimates: Mapping[str, Estimate]) -> Callable[[Model]
 def _explain_ties(rung: Rung, ordered: list[Model], estimates: Mapping[str, Estimate], trace: list[str]) -> None:
     pick = ordered[0]
 
-    def primary(model: Model) -> tuple:
+    def primary(model: Model) -> tuple[object, ...]:
         if rung.objective == "quality":
             return (model.quality, estimates[model.id].cost_usd)
         return (estimates[model.id].cost_usd,)

@@ -1,42 +1,45 @@
-"""The Provider protocol, the call and completion records, and the one provider error type."""
+"""The Provider protocol, a provider kind's protocol, and the records a call sends and gets back.
+
+A provider kind (``mock``, ``openai``, ``anthropic``, ``bedrock``) is one module holding a
+``KIND`` object: the rules of its settings and model options in the registry document, and
+``build``, which makes the adapter for one configured provider. Adapters import their SDK only
+when their first model is called, translate every SDK error into a ``ProviderError`` whose kind
+the recovery policy understands, and report usage as one ``Usage`` record.
+"""
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Literal, Mapping, Protocol
 
-from costroute.core.registry import Model
+from costroute.core.fields import FieldReader
+from costroute.core.outcome import FailureKind, ProviderError
+from costroute.core.registry import Model, ProviderKindRules, ProviderSpec
+from costroute.core.settle import Usage
 
-# Failure kinds. The first group is worth trying another model for; the second is not.
-TIMEOUT = "timeout"
-CONNECTION = "connection"
-RATE_LIMITED = "rate_limited"
-UPSTREAM = "upstream"
-KEY_UNAVAILABLE = "key_unavailable"
-AUTH = "auth"
-FORBIDDEN = "forbidden"
-NOT_FOUND = "not_found"
-BAD_REQUEST = "bad_request"
+__all__ = [
+    "Adapter",
+    "AdapterDeps",
+    "ClosingStream",
+    "Completion",
+    "FailureKind",
+    "FinishReason",
+    "KeySource",
+    "KeyUnavailable",
+    "NoOptions",
+    "Provider",
+    "ProviderCall",
+    "ProviderError",
+    "ProviderKind",
+    "StreamPiece",
+    "redact",
+]
 
-FAILOVER_KINDS = frozenset({TIMEOUT, CONNECTION, RATE_LIMITED, UPSTREAM, KEY_UNAVAILABLE})
-
-
-class ProviderError(Exception):
-    """A provider call that failed, translated from the SDK's or transport's own error."""
-
-    def __init__(
-        self, kind: str, message: str, *, status: int | None = None, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after_s = retry_after_s
-
-    @property
-    def failover(self) -> bool:
-        """Whether another model may be tried after this failure."""
-        return self.kind in FAILOVER_KINDS
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+LatencyKind = Literal["measured", "simulated"]
 
 
 @dataclass(frozen=True)
@@ -44,41 +47,36 @@ class ProviderCall:
     """What to send: OpenAI-format messages, the output cap and pass-through parameters."""
 
     messages: tuple[Mapping[str, Any], ...]
-    max_tokens: int | None
+    max_tokens: int
     timeout_s: float
+    # The name the caller used for the output cap (an OpenAI-compatible upstream is sent the same).
     max_tokens_field: str = "max_tokens"
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Completion:
-    """A provider's answer with its reported usage.
-
-    ``usage_reported`` is False when the provider sent no usage; the token counts are then
-    placeholders, which the service replaces with worst-case counts before settling the cost.
-    """
+    """A provider's whole answer; ``usage`` is None when the provider reported none."""
 
     text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
+    usage: Usage | None
+    finish_reason: FinishReason
     latency_ms: float
-    latency_kind: str  # "measured" or "simulated"
-    usage_reported: bool = True
-    # OpenAI-format tool calls and refusal, passed back to /v1 callers as the provider sent them.
+    latency_kind: LatencyKind = "measured"
+    # OpenAI-format tool calls and refusal, passed back to /v1 callers.
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     refusal: str | None = None
 
 
 @dataclass(frozen=True)
 class StreamPiece:
-    """One piece of a streamed answer: text, or the closing finish reason and usage."""
+    """One piece of a streamed answer: text or tool-call deltas, or the closing finish reason and usage."""
 
     text: str = ""
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
     tool_calls: tuple[Mapping[str, Any], ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    refusal: str | None = None
 
 
 class ClosingStream:
@@ -109,10 +107,18 @@ class ClosingStream:
 
 
 class Provider(Protocol):
-    """Calls one provider's models."""
+    """Calls one configured provider's models."""
 
     def availability(self, model: Model) -> str | None:
         """None when the model can be called now, else why not."""
+        ...
+
+    def unsupported(self, model: Model, params: Mapping[str, Any]) -> str | None:
+        """Why this model cannot take a request with these pass-through fields, or None."""
+        ...
+
+    def prompt_overhead(self, model: Model, params: Mapping[str, Any]) -> int:
+        """Input tokens the provider itself adds to such a request (beyond the messages and tools)."""
         ...
 
     def complete(self, model: Model, call: ProviderCall) -> Completion:
@@ -122,3 +128,162 @@ class Provider(Protocol):
     def stream(self, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
         """Call the model and yield its answer as it comes; raise ProviderError on failure."""
         ...
+
+    def status(self) -> dict[str, Any]:
+        """What /health shows about this provider; never a secret."""
+        ...
+
+
+class KeyUnavailable(Exception):
+    """The key could not be read; the message names the source and never holds a secret."""
+
+
+class KeySource(Protocol):
+    """One provider's key: where it comes from, cached; it knows nothing of any SDK."""
+
+    def configured(self) -> bool:
+        """Whether the provider has a key to send (or needs none)."""
+        ...
+
+    def get_key(self) -> str | None:
+        """The current key, None for a provider that takes none; KeyUnavailable when it cannot be read."""
+        ...
+
+    def refresh_key(self) -> str | None:
+        """Re-read the key from its source now (after a 401, in case it was rotated)."""
+        ...
+
+    def problem(self) -> str | None:
+        """Why the key cannot be used now (not configured, or its source failed to load), or None."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Where the key comes from and how old it is; never the key."""
+        ...
+
+
+@dataclass(frozen=True)
+class AdapterDeps:
+    """What the composition root gives every adapter."""
+
+    keys: KeySource
+    provider_timeout_s: float
+    clock: Callable[[], float] = time.perf_counter
+    sleep: Callable[[float], None] = time.sleep
+    mock_simulate_latency: bool = False
+
+
+class ProviderKind(ProviderKindRules, Protocol):
+    """One provider kind: its registry rules (see ``core.registry.ProviderKindRules``) and its adapters' factory."""
+
+    def build(self, spec: ProviderSpec, deps: AdapterDeps) -> Provider:
+        """The adapter for one configured provider; no network, no SDK import."""
+        ...
+
+
+class NoOptions:
+    """Mixin for a kind with no settings or model options of its own."""
+
+    own_fields: frozenset[str] = frozenset()
+    model_fields: frozenset[str] = frozenset()
+
+    def parse_settings(self, fields: FieldReader) -> Any:
+        """No settings of its own."""
+        return None
+
+    def parse_model_options(self, fields: FieldReader) -> Any:
+        """No model options of its own."""
+        return None
+
+
+class Adapter:
+    """Defaults shared by the adapters: every field supported, nothing added to the prompt, nothing to report."""
+
+    def status(self) -> dict[str, Any]:
+        """Nothing beyond the kind."""
+        return {}
+
+    def unsupported(self, model: Model, params: Mapping[str, Any]) -> str | None:
+        """Every pass-through field is supported."""
+        return None
+
+    def prompt_overhead(self, model: Model, params: Mapping[str, Any]) -> int:
+        """The provider adds nothing to the prompt."""
+        return 0
+
+
+_SECRET_PATTERN = re.compile(r"(sk|key|Bearer)[-_ ][A-Za-z0-9_\-*.]{3,}", re.IGNORECASE)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Remove the given secrets and anything shaped like an API key from a message."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _SECRET_PATTERN.sub("[redacted]", text)
+
+
+class KeyedClient:
+    """One SDK client per key, created on first use and replaced when the key changes (rotation)."""
+
+    def __init__(self, make: Callable[[str | None], Any]) -> None:
+        self._make = make
+        self._client: Any = None
+        self._client_key: str | None = None
+        self._made = False
+        self._lock = threading.Lock()
+
+    def for_key(self, key: str | None) -> Any:
+        """The client for this key."""
+        with self._lock:
+            if not self._made or self._client_key != key:
+                self._client = self._make(key)
+                self._client_key = key
+                self._made = True
+            return self._client
+
+    @property
+    def exists(self) -> bool:
+        """Whether a client was created."""
+        return self._made
+
+
+def with_key_retry(
+    keys: KeySource,
+    call: ProviderCall,
+    clock: Callable[[], float],
+    attempt: Callable[[str | None, ProviderCall], Any],
+    what: str,
+) -> Any:
+    """Run ``attempt`` with the key; after a 401, re-read the key once and retry if it changed.
+
+    ``call.timeout_s`` covers everything here: reading the key, the call, and a retry after a 401.
+    """
+    started = clock()
+    key = _read_key(keys, refresh=False)
+    try:
+        return attempt(key, _time_left(call, started, clock, what))
+    except ProviderError as exc:
+        if exc.kind is not FailureKind.AUTH:
+            raise
+        rejected = exc
+    fresh = _read_key(keys, refresh=True)
+    if fresh == key:
+        raise rejected
+    return attempt(fresh, _time_left(call, started, clock, what))
+
+
+def _read_key(keys: KeySource, refresh: bool) -> str | None:
+    try:
+        return keys.refresh_key() if refresh else keys.get_key()
+    except KeyUnavailable as exc:
+        raise ProviderError(FailureKind.KEY_UNAVAILABLE, str(exc), status=503) from exc
+
+
+def _time_left(call: ProviderCall, started: float, clock: Callable[[], float], what: str) -> ProviderCall:
+    left = call.timeout_s - (clock() - started)
+    if left <= 0:
+        raise ProviderError(FailureKind.TIMEOUT, f"reading the {what} key used up the time allowed for the call",
+                            status=504)
+    return ProviderCall(messages=call.messages, max_tokens=call.max_tokens, timeout_s=left,
+                        max_tokens_field=call.max_tokens_field, params=call.params)

@@ -1,170 +1,157 @@
-"""The OpenAI provider: the only module that imports the ``openai`` SDK, and only on first call.
+"""The ``openai`` kind: any server that speaks OpenAI's Chat Completions, through the official SDK.
 
-Any OpenAI-compatible server works: ``OPENAI_BASE_URL`` (the SDK's own variable) is passed as
-``base_url``. The SDK's own retries are off (``max_retries=0``): retries and failover belong to
-the service, which knows the deadline and the budget. Every SDK error is translated into a
-``ProviderError`` whose message is scrubbed of the key.
+One adapter serves OpenAI, Groq, Together, Fireworks, DeepSeek, Mistral, Gemini's OpenAI endpoint,
+OpenRouter, vLLM, Ollama and LM Studio: each configured provider has its own base URL, its own key
+(or none, for a local server) and its own SDK client. Only this module imports ``openai``, and
+only when one of its models is first called.
+
+* The SDK's own retries are off (``max_retries=0``): retries and failover belong to the router,
+  which knows the deadline and the budget.
+* Each client is built with every credential given explicitly, so the SDK never fills one in
+  from the environment (``OPENAI_API_KEY``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``,
+  ``OPENAI_CUSTOM_HEADERS``): an upstream receives its own key and no other. The built-in
+  ``openai`` provider keeps the SDK's organization, project and custom headers from the
+  environment, as OpenAI's own users expect.
+* Answers are read strictly from the JSON the server sent: a 200 whose body is not a chat
+  completion (no choices, ``message`` null or a string, ``content`` not a string, usage with
+  strings or negative numbers) is an ``upstream`` failure, failed over like a 5xx. A stream
+  that ends without a finish reason (the connection simply closed) is a failure mid-stream.
+* Usage is normalised: ``prompt_tokens_details.cached_tokens`` (a subset of ``prompt_tokens``)
+  and DeepSeek's ``prompt_cache_hit_tokens`` are cache reads, ``cache_write_tokens`` cache writes.
+* Every SDK error becomes a ``ProviderError`` whose message is scrubbed of the key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import re
-import threading
-import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit
 
-from costroute.core.registry import Model
+from costroute.core.fields import FieldReader
+from costroute.core.registry import Model, ProviderSpec
+from costroute.core.settle import Usage
 from costroute.providers.base import (
-    AUTH,
-    BAD_REQUEST,
-    CONNECTION,
-    FORBIDDEN,
-    KEY_UNAVAILABLE,
-    NOT_FOUND,
-    RATE_LIMITED,
-    TIMEOUT,
-    UPSTREAM,
+    Adapter,
+    AdapterDeps,
     ClosingStream,
     Completion,
+    FailureKind,
+    FinishReason,
+    KeyedClient,
     ProviderCall,
     ProviderError,
     StreamPiece,
+    redact,
+    with_key_retry,
 )
 
-if TYPE_CHECKING:
-    from openai import OpenAI
-
-_SECRET_PATTERN = re.compile(r"(sk|key|Bearer)[-_ ][A-Za-z0-9_\-*.]{3,}", re.IGNORECASE)
-
-
-class KeySource(Protocol):
-    """Where the OpenAI key comes from (environment or Secrets Manager)."""
-
-    def configured(self) -> bool:
-        """Whether any key source is set up at all."""
-        ...
-
-    def get_key(self) -> str:
-        """The current key; raise KeyUnavailable when it cannot be read."""
-        ...
-
-    def refresh_key(self) -> str:
-        """Re-read the key from its source now (after a 401, in case it was rotated)."""
-        ...
+OPENAI_API_BASE_URL = "https://api.openai.com/v1"
+MAX_TOKENS_FIELDS: tuple[str, ...] = ("max_tokens", "max_completion_tokens")
+_FINISH_REASONS: frozenset[str] = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+# Fields the router sets itself; a caller's copy of them is never passed through.
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"})
 
 
-class KeyUnavailable(Exception):
-    """The key could not be read; the message names the source and never holds a secret."""
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """Per-model options: the request field that carries the output cap, when the model insists on one."""
+
+    max_tokens_field: str | None = None
 
 
-def redact(text: str, *secrets: str) -> str:
-    """Remove the given secrets and anything shaped like an API key from a message."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _SECRET_PATTERN.sub("[redacted]", text)
+class OpenAIKind:
+    """The ``openai`` kind: ``base_url``, an optional ``api_key`` and ``timeout_seconds``; models may set ``max_tokens_field``."""
+
+    common_fields = frozenset({"base_url", "api_key", "timeout_seconds"})
+    api_key_required = False
+    own_fields: frozenset[str] = frozenset()
+    # OpenAI's reasoning models refuse "max_tokens" and want "max_completion_tokens".
+    model_fields = frozenset({"max_tokens_field"})
+
+    def parse_settings(self, fields: FieldReader) -> Any:
+        """No settings beyond the common ones."""
+        return None
+
+    def parse_model_options(self, fields: FieldReader) -> OpenAIOptions:
+        """The ``max_tokens_field`` of one model."""
+        return OpenAIOptions(max_tokens_field=fields.choice("max_tokens_field", MAX_TOKENS_FIELDS))
+
+    def build(self, spec: ProviderSpec, deps: AdapterDeps) -> OpenAIProvider:
+        """An adapter for one OpenAI-compatible upstream."""
+        return OpenAIProvider(spec, deps)
 
 
-class OpenAIProvider:
-    """Calls models through the official SDK, creating one client per key and reusing it."""
+KIND = OpenAIKind()
 
-    def __init__(self, keys: KeySource, base_url: str | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
-        self._keys = keys
-        self._base_url = base_url
-        self._clock = clock
-        self._client: OpenAI | None = None
-        self._client_key: str | None = None
-        self._lock = threading.Lock()
+
+class OpenAIProvider(Adapter):
+    """Calls one OpenAI-compatible upstream through the official SDK, one client per key."""
+
+    def __init__(self, spec: ProviderSpec, deps: AdapterDeps) -> None:
+        self._spec = spec
+        self._deps = deps
+        self._base_url = spec.base_url or OPENAI_API_BASE_URL
+        self._clients = KeyedClient(self._make_client)
 
     def availability(self, model: Model) -> str | None:
-        """Unavailable when no key source is configured."""
-        if not self._keys.configured():
-            return "no OpenAI API key is configured (set OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ID)"
-        return None
+        """Unavailable when the provider's key is not configured or cannot be read."""
+        return self._deps.keys.problem()
+
+    def status(self) -> dict[str, Any]:
+        """The upstream's host and whether a client exists."""
+        return {"host": urlsplit(self._base_url).hostname, "client": self._clients.exists}
 
     def complete(self, model: Model, call: ProviderCall) -> Completion:
         """Call chat.completions.create; a 401 re-reads the key once before giving up."""
-        return self._with_key_retry(call, lambda client, key, timed: self._complete_once(client, key, model, timed))
+        return with_key_retry(self._deps.keys, call, self._deps.clock,  # type: ignore[no-any-return]
+                              lambda key, timed: self._complete_once(key, model, timed), self._spec.name)
 
     def stream(self, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
         """Start a streamed call; errors before the first piece are raised here, not mid-stream."""
-        return self._with_key_retry(call, lambda client, key, timed: self._open_stream(client, key, model, timed))
+        return with_key_retry(self._deps.keys, call, self._deps.clock,  # type: ignore[no-any-return]
+                              lambda key, timed: self._open_stream(key, model, timed), self._spec.name)
 
-    def _with_key_retry(self, call: ProviderCall, attempt: Callable[[Any, str, ProviderCall], Any]) -> Any:
-        # call.timeout_s covers everything here: reading the key, the call, and a retry after a 401.
-        started = self._clock()
-        client, key = self._client_for(refresh=False)
-        try:
-            return attempt(client, key, self._time_left(call, started))
-        except ProviderError as exc:
-            if exc.kind != AUTH:
-                raise
-            rejected = exc
-        client, fresh = self._client_for(refresh=True)
-        if fresh == key:
-            raise rejected
-        return attempt(client, fresh, self._time_left(call, started))
+    def _make_client(self, key: str | None) -> Any:
+        import openai  # deferred: ~0.5 s of imports, paid only when an OpenAI-compatible model is called
 
-    def _time_left(self, call: ProviderCall, started: float) -> ProviderCall:
-        left = call.timeout_s - (self._clock() - started)
-        if left <= 0:
-            raise ProviderError(TIMEOUT, "reading the OpenAI key used up the time allowed for the call", status=504)
-        return dataclasses.replace(call, timeout_s=left)
-
-    def _client_for(self, refresh: bool) -> tuple[Any, str]:
-        try:
-            key = self._keys.refresh_key() if refresh else self._keys.get_key()
-        except KeyUnavailable as exc:
-            raise ProviderError(KEY_UNAVAILABLE, str(exc), status=503) from exc
-        with self._lock:
-            if self._client is None or self._client_key != key:
-                from openai import OpenAI  # deferred: ~0.5 s of imports, paid only by OpenAI users
-
-                self._client = OpenAI(api_key=key, base_url=self._base_url, max_retries=0)
-                self._client_key = key
-            return self._client, key
+        headers: dict[str, Any] = {} if key else {"Authorization": openai.Omit()}
+        client = openai.OpenAI(api_key=key or "", admin_api_key="", base_url=self._base_url, max_retries=0,
+                               default_headers=headers or None)
+        if not self._spec.builtin:
+            # What the SDK read from the environment is meant for OpenAI itself, never for another upstream.
+            client.organization = None
+            client.project = None
+            client._custom_headers = dict(headers)
+        return client
 
     def _request_args(self, model: Model, call: ProviderCall) -> dict[str, Any]:
         """The SDK's arguments. The caller's pass-through fields go in ``extra_body``, never as
         keyword arguments: an unknown field would be a TypeError, and the SDK's own ``extra_body``,
         ``extra_headers`` or ``timeout`` from a request body could override the output cap (and so
         the cost ceiling) or the deadline. Fields the router sets itself are dropped from them."""
-        own = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"}
-        passthrough = {key: value for key, value in call.params.items() if key not in own}
-        args: dict[str, Any] = {"model": model.name, "messages": list(call.messages), "timeout": call.timeout_s}
-        if call.max_tokens is not None:
-            args[call.max_tokens_field] = call.max_tokens
+        passthrough = {key: value for key, value in call.params.items() if key not in _OWN_FIELDS}
+        options = model.options if isinstance(model.options, OpenAIOptions) else OpenAIOptions()
+        args: dict[str, Any] = {"model": model.upstream, "messages": list(call.messages), "timeout": call.timeout_s}
+        args[options.max_tokens_field or call.max_tokens_field] = call.max_tokens
         if passthrough:
             args["extra_body"] = passthrough
         return args
 
-    def _complete_once(self, client: Any, key: str, model: Model, call: ProviderCall) -> Completion:
-        started = self._clock()
+    def _complete_once(self, key: str | None, model: Model, call: ProviderCall) -> Completion:
+        client = self._clients.for_key(key)
+        started = self._deps.clock()
         try:
-            response = client.chat.completions.create(**self._request_args(model, call))
+            raw = client.chat.completions.with_raw_response.create(**self._request_args(model, call))
+            text = raw.text
         except Exception as exc:  # noqa: BLE001 - translated precisely below, anything else re-raised
             raise _translate(exc, key) from exc
-        elapsed_ms = (self._clock() - started) * 1000
-        if not getattr(response, "choices", None):
-            raise ProviderError(UPSTREAM, f"OpenAI-compatible server returned no choices for {model.id}", status=502)
-        choice = response.choices[0]
-        usage = response.usage
-        return Completion(
-            tool_calls=_tool_calls(choice.message),
-            refusal=getattr(choice.message, "refusal", None),
-            text=choice.message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            finish_reason=choice.finish_reason or "stop",
-            latency_ms=elapsed_ms,
-            latency_kind="measured",
-            usage_reported=usage is not None,
-        )
+        elapsed_ms = (self._deps.clock() - started) * 1000
+        return _read_completion(_decode(text), model, elapsed_ms)
 
-    def _open_stream(self, client: Any, key: str, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
+    def _open_stream(self, key: str | None, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
+        client = self._clients.for_key(key)
         args = self._request_args(model, call)
         args.update(stream=True, stream_options={"include_usage": True})
         stream = None
@@ -175,38 +162,150 @@ class OpenAIProvider:
         except Exception as exc:  # noqa: BLE001
             _close(stream)
             raise _translate(exc, key) from exc
-        return ClosingStream(self._read_pieces(first, chunks, key), lambda: _close(stream))
-
-    @staticmethod
-    def _read_pieces(first: Any, chunks: Iterator[Any], key: str) -> Iterator[StreamPiece]:
-        finish: str | None = None
-        chunk = first
-        try:
-            while chunk is not None:
-                for choice in chunk.choices or ():
-                    text = getattr(choice.delta, "content", None) or ""
-                    tool_calls = _tool_calls(choice.delta)
-                    if text or tool_calls:
-                        yield StreamPiece(text=text, tool_calls=tool_calls)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-                if chunk.usage is not None:
-                    yield StreamPiece(
-                        finish_reason=finish or "stop",
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                    )
-                    return
-                chunk = next(chunks, None)
-        except Exception as exc:  # noqa: BLE001
-            raise _translate(exc, key) from exc
-        yield StreamPiece(finish_reason=finish or "stop")
+        return ClosingStream(_read_pieces(first, chunks, key, model), lambda: _close(stream))
 
 
-def _tool_calls(message: Any) -> tuple[dict[str, Any], ...]:
-    """A message's or delta's tool calls as plain OpenAI-format dicts."""
-    calls = getattr(message, "tool_calls", None) or ()
-    return tuple(call.model_dump(exclude_none=True) for call in calls)
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ProviderError(FailureKind.UPSTREAM, "the provider sent a malformed response: not JSON", status=502) from exc
+
+
+def _malformed(model: Model, what: str) -> ProviderError:
+    return ProviderError(FailureKind.UPSTREAM, f"the provider sent a malformed response for {model.id}: {what}",
+                         status=502)
+
+
+def _read_completion(data: Any, model: Model, elapsed_ms: float) -> Completion:
+    """A chat.completion body, checked field by field."""
+    if not isinstance(data, dict):
+        raise _malformed(model, "the body is not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise _malformed(model, "'choices' is missing or empty")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise _malformed(model, "'choices[0].message' is not an object")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise _malformed(model, "'message.content' is not a string")
+    refusal = message.get("refusal")
+    if refusal is not None and not isinstance(refusal, str):
+        raise _malformed(model, "'message.refusal' is not a string")
+    return Completion(
+        text=content or "",
+        usage=_read_usage(data.get("usage"), model),
+        finish_reason=_finish_reason(choice.get("finish_reason"), model) or "stop",
+        latency_ms=elapsed_ms,
+        tool_calls=_tool_calls(message.get("tool_calls"), model, "message.tool_calls"),
+        refusal=refusal,
+    )
+
+
+def _finish_reason(value: Any, model: Model) -> FinishReason | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _malformed(model, "'finish_reason' is not a string")
+    # Some servers send their own words ("eos", "end_turn"): an answer that ended on its own.
+    return value if value in _FINISH_REASONS else "stop"  # type: ignore[return-value]
+
+
+def _tool_calls(value: Any, model: Model, where: str) -> tuple[Mapping[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(call, dict) for call in value):
+        raise _malformed(model, f"'{where}' is not an array of objects")
+    return tuple(value)
+
+
+def _count(usage: Mapping[str, Any], name: str, model: Model) -> int | None:
+    value = usage.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _malformed(model, f"'usage.{name}' is not a non-negative integer")
+    return value
+
+
+def _read_usage(value: Any, model: Model) -> Usage | None:
+    """OpenAI's usage as one Usage record; None when the server reported none."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _malformed(model, "'usage' is not an object")
+    hit = _count(value, "prompt_cache_hit_tokens", model)
+    miss = _count(value, "prompt_cache_miss_tokens", model)
+    prompt = _count(value, "prompt_tokens", model)
+    completion = _count(value, "completion_tokens", model)
+    if prompt is None and hit is not None and miss is not None:
+        prompt = hit + miss
+    if prompt is None or completion is None:
+        raise _malformed(model, "'usage' lacks prompt_tokens or completion_tokens")
+    details = value.get("prompt_tokens_details")
+    cached = written = None
+    if isinstance(details, dict):
+        cached = _count(details, "cached_tokens", model)
+        written = _count(details, "cache_write_tokens", model)
+    elif details is not None:
+        raise _malformed(model, "'usage.prompt_tokens_details' is not an object")
+    cached = cached if cached is not None else (hit or 0)
+    written = written or 0
+    if cached + written > prompt:
+        raise _malformed(model, "cached tokens exceed prompt_tokens")
+    return Usage(input_tokens=prompt - cached - written, output_tokens=completion, cache_read_tokens=cached,
+                 cache_write_tokens=written)
+
+
+def _chunk_data(chunk: Any, model: Model) -> Mapping[str, Any]:
+    from pydantic import BaseModel  # the SDK's own dependency, already imported with it
+
+    if not isinstance(chunk, BaseModel):
+        raise _malformed(model, "a streamed chunk is not a JSON object")
+    data = chunk.model_dump(warnings=False)
+    return data
+
+
+def _read_pieces(first: Any, chunks: Iterator[Any], key: str | None, model: Model) -> Iterator[StreamPiece]:
+    finish: FinishReason | None = None
+    chunk = first
+    try:
+        while chunk is not None:
+            data = _chunk_data(chunk, model)
+            choices = data.get("choices") or []
+            if not isinstance(choices, list):
+                raise _malformed(model, "a chunk's 'choices' is not an array")
+            for choice in choices:
+                if not isinstance(choice, dict):
+                    raise _malformed(model, "a chunk's choice is not an object")
+                delta = choice.get("delta") or {}
+                if not isinstance(delta, dict):
+                    raise _malformed(model, "a chunk's 'delta' is not an object")
+                text = delta.get("content")
+                if text is not None and not isinstance(text, str):
+                    raise _malformed(model, "a chunk's 'delta.content' is not a string")
+                tool_calls = _tool_calls(delta.get("tool_calls"), model, "delta.tool_calls")
+                refusal = delta.get("refusal") if isinstance(delta.get("refusal"), str) else None
+                if text or tool_calls or refusal:
+                    yield StreamPiece(text=text or "", tool_calls=tool_calls, refusal=refusal)
+                finish = _finish_reason(choice.get("finish_reason"), model) or finish
+            usage = _read_usage(data.get("usage"), model)
+            if usage is not None:
+                if finish is None:
+                    raise _malformed(model, "the stream reported usage before any finish reason")
+                yield StreamPiece(finish_reason=finish, usage=usage)
+                return
+            chunk = next(chunks, None)
+    except ProviderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the SDK's errors while reading, translated; others re-raised
+        raise _translate(exc, key) from exc
+    if finish is None:
+        raise ProviderError(FailureKind.UPSTREAM, f"the stream from {model.id} ended without a finish reason "
+                            "(the connection closed mid-answer)", status=502)
+    yield StreamPiece(finish_reason=finish)
 
 
 def _close(stream: Any) -> None:
@@ -215,7 +314,7 @@ def _close(stream: Any) -> None:
         close()
 
 
-def _translate(exc: Exception, key: str) -> ProviderError:
+def _translate(exc: Exception, key: str | None) -> ProviderError:
     """Map an SDK exception to a ProviderError; programming errors are not swallowed."""
     import openai
 
@@ -223,36 +322,45 @@ def _translate(exc: Exception, key: str) -> ProviderError:
         return redact(f"{prefix}: {exc}", key)
 
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(TIMEOUT, "OpenAI-compatible server timed out", status=504)
+        return ProviderError(FailureKind.TIMEOUT, "the OpenAI-compatible server timed out", status=504)
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(CONNECTION, "could not connect to the OpenAI-compatible server", status=502)
+        return ProviderError(FailureKind.CONNECTION, "could not connect to the OpenAI-compatible server", status=502)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status == 429:
-            return ProviderError(
-                RATE_LIMITED, message("rate limited by the provider"), status=429, retry_after_s=_retry_after(exc)
-            )
+            return ProviderError(FailureKind.RATE_LIMITED, message("rate limited by the provider"), status=429,
+                                 retry_after_s=retry_after(exc))
         if status == 401:
-            return ProviderError(AUTH, "the provider rejected the API key (401)", status=401)
+            return ProviderError(FailureKind.AUTH, "the provider rejected the API key (401)", status=401)
         if status == 403:
-            return ProviderError(FORBIDDEN, message("the provider refused access (403)"), status=403)
+            return ProviderError(FailureKind.FORBIDDEN, message("the provider refused access (403)"), status=403)
         if status == 404:
-            return ProviderError(NOT_FOUND, message("the provider does not know this model (404)"), status=404)
+            return ProviderError(FailureKind.NOT_FOUND, message("the provider does not know this model (404)"),
+                                 status=404)
+        if status == 413:
+            return ProviderError(FailureKind.TOO_LARGE, message("the provider refused the request as too large (413)"),
+                                 status=413)
         if status >= 500:
-            return ProviderError(UPSTREAM, message(f"provider error ({status})"), status=status)
-        return ProviderError(BAD_REQUEST, message(f"the provider refused the request ({status})"), status=status)
+            return ProviderError(FailureKind.UPSTREAM, message(f"provider error ({status})"), status=status,
+                                 retry_after_s=retry_after(exc))
+        return ProviderError(FailureKind.BAD_REQUEST, message(f"the provider refused the request ({status})"),
+                             status=status)
     if isinstance(exc, UnicodeError):
         # Raised while encoding the request: the caller's text, not the provider, is at fault.
-        return ProviderError(BAD_REQUEST, "the request holds text that cannot be encoded as UTF-8", status=400)
+        return ProviderError(FailureKind.BAD_REQUEST, "the request holds text that cannot be encoded as UTF-8",
+                             status=400)
     if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError)):
-        return ProviderError(UPSTREAM, "the provider sent a malformed response", status=502)
+        return ProviderError(FailureKind.UPSTREAM, "the provider sent a malformed response", status=502)
+    if isinstance(exc, openai.APIError):
+        # An ``error`` event in the middle of a stream.
+        return ProviderError(FailureKind.UPSTREAM, message("the provider reported an error mid-stream"), status=502)
     if isinstance(exc, openai.OpenAIError):
-        return ProviderError(UPSTREAM, message("provider call failed"), status=502)
+        return ProviderError(FailureKind.UPSTREAM, message("provider call failed"), status=502)
     raise exc
 
 
-def _retry_after(exc: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (as the SDK reads them); None when
+def retry_after(exc: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (as the SDKs read them); None when
     absent or unusable (an HTTP date, negative, NaN or infinite)."""
     try:
         headers = exc.response.headers

@@ -1,25 +1,51 @@
 """One JSON error shape for every failure: ``{"error": {"type", "message", "param", "code"}}``.
 
 It is OpenAI's error shape (``type`` and ``message`` as the seed's clients expect, ``param`` and
-``code`` as the OpenAI SDK expects), so the same body serves the native API and ``/v1``.
+``code`` as the OpenAI SDK expects), so the same body serves the native API and ``/v1``. This is
+the one place that maps typed failure reasons to HTTP statuses.
+
+Clients must not multiply paid attempts: the official SDKs retry 408, 409, 429 and 5xx on their
+own, so an answer a client retry would only repeat (failover already exhausted, any 4xx) carries
+``x-should-retry: false``, which the SDKs obey; an answer worth retrying later carries the
+upstream's ``Retry-After`` and ``x-should-retry: true``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from costroute.config.cache import ConfigError
-from costroute.core.requests import InvalidRequest
-from costroute.service import RoutingFailed
+from costroute.core.outcome import Attempt, ErrorReason, RoutingFailed
+from costroute.core.requests import InvalidRequest, RequestProblem
 
 logger = logging.getLogger("costroute.web")
 
+STATUS_BY_REASON: dict[ErrorReason, int] = {
+    ErrorReason.BUDGET_EXCEEDED: 402,
+    ErrorReason.BUDGET_EXHAUSTED: 402,
+    ErrorReason.QUALITY_UNMET: 422,
+    ErrorReason.MODEL_UNAVAILABLE: 503,
+    ErrorReason.NO_MODEL_AVAILABLE: 503,
+    ErrorReason.DEADLINE_EXCEEDED: 504,
+    ErrorReason.UPSTREAM_ERROR: 502,
+    ErrorReason.UPSTREAM_AUTH_ERROR: 502,
+    ErrorReason.UPSTREAM_FORBIDDEN: 502,
+    ErrorReason.UPSTREAM_MODEL_NOT_FOUND: 502,
+    ErrorReason.UPSTREAM_BAD_REQUEST: 400,
+    ErrorReason.UPSTREAM_REQUEST_TOO_LARGE: 413,
+    ErrorReason.UPSTREAM_TIMEOUT: 504,
+    ErrorReason.UPSTREAM_RATE_LIMITED: 503,
+    ErrorReason.UPSTREAM_SPEND_LIMIT: 503,
+    ErrorReason.KEY_UNAVAILABLE: 503,
+}
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
+    401: "authentication_error",
     402: "budget_exceeded",
     404: "not_found_error",
     405: "method_not_allowed",
@@ -29,17 +55,23 @@ _TYPE_BY_STATUS = {
 
 
 def error_response(
-    status: int, error_type: str, message: str, param: str | None = None, code: str | None = None, **extra: Any
+    status: int, error_type: str, message: str, param: str | None = None, code: str | None = None,
+    retry_after_s: float | None = None, **extra: Any,
 ) -> Response:
-    """A JSON error response in the one shape."""
+    """A JSON error response in the one shape, with the retry advice its status calls for."""
     body: dict[str, Any] = {"error": {"type": error_type, "message": message, "param": param, "code": code or error_type}}
     body["error"].update(extra)
     response = jsonify(body)
     response.status_code = status
+    if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s >= 0:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+        response.headers["x-should-retry"] = "true" if status in (429, 503) else "false"
+    else:
+        response.headers["x-should-retry"] = "false"
     return response
 
 
-def attempts_json(attempts: Any) -> list[dict[str, Any]]:
+def attempts_json(attempts: tuple[Attempt, ...] | list[Attempt]) -> list[dict[str, Any]]:
     """Attempts as JSON-ready dicts."""
     return [
         {
@@ -58,8 +90,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(InvalidRequest)
     def _invalid(exc: InvalidRequest) -> Response:
-        error_type = "not_found_error" if exc.status == 404 else _TYPE_BY_STATUS.get(exc.status, "invalid_request_error")
-        return error_response(exc.status, error_type, exc.message, param=exc.param)
+        if exc.problem is RequestProblem.NOT_FOUND:
+            return error_response(404, "not_found_error", exc.message, param=exc.param, code="model_not_found")
+        return error_response(400, "invalid_request_error", exc.message, param=exc.param)
 
     @app.errorhandler(ConfigError)
     def _config(exc: ConfigError) -> Response:
@@ -68,11 +101,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RoutingFailed)
     def _routing(exc: RoutingFailed) -> Response:
         return error_response(
-            exc.status,
-            exc.error_type,
+            STATUS_BY_REASON[exc.reason],
+            exc.reason.value,
             exc.message,
+            retry_after_s=exc.retry_after_s,
             attempts=attempts_json(exc.attempts),
             decision_trace=list(exc.trace),
+            **exc.details,
         )
 
     @app.errorhandler(HTTPException)
@@ -80,8 +115,7 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"the request body is larger than the limit of {limit} bytes"
+            message = f"the request body is larger than the limit of {current_app.config['COSTROUTE_MAX_BODY']} bytes"
         response = error_response(status, _TYPE_BY_STATUS.get(status, "http_error"), message)
         if status == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]

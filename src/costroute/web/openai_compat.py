@@ -1,10 +1,10 @@
-"""The OpenAI-compatible API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""The OpenAI-compatible API: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
 Routing constraints come in the body's ``routing`` object (what the SDK sends with
 ``extra_body={"routing": {...}}``) or in ``x-route-*`` headers (``x-route-max-cost-usd``,
 ``x-route-min-quality``, ...). Per field, the body wins over the header. Header values are read
 as JSON scalars (``0.002``, ``3``, ``true``), except ``prefer_provider`` and ``task_type``,
-which are plain text.
+which are plain text. Every answer validates against the schema OpenAI publishes for it.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from decimal import Decimal
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
+from costroute.core.registry import AmbiguousModel
 from costroute.core.requests import AUTO_MODEL, ROUTING_FIELDS, parse_chat_body
-from costroute.core.selection import plain_decimal
-from costroute.providers.base import Completion, ProviderError
-from costroute.service import RouteResult
-from costroute.web.errors import attempts_json
-from costroute.web.native import estimate_json, read_json_body, runtime, time_left_s, usage_json, usd
+from costroute.providers.base import Completion, StreamPiece
+from costroute.service.router import RouteOutcome, StreamEnd
+from costroute.web.account import route_headers, routing_account
+from costroute.web.errors import error_response
+from costroute.web.native import read_json_body, runtime, time_left_s
 
 openai_compat = Blueprint("openai_compat", __name__, url_prefix="/v1")
 
@@ -58,13 +58,34 @@ def header_routing() -> dict[str, Any]:
     return values
 
 
+def _model_object(model_id: str, owned_by: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owned_by}
+
+
 @openai_compat.get("/models")
 def list_models() -> Response:
-    """The registry in OpenAI's list format, with ``auto`` first."""
+    """The registry in OpenAI's list format, ``auto`` first; ``owned_by`` is each model's provider."""
     registry = runtime().service.registry()
-    data = [{"id": AUTO_MODEL, "object": "model", "created": 0, "owned_by": "costroute"}]
-    data += [{"id": m.id, "object": "model", "created": 0, "owned_by": m.provider} for m in registry.models]
+    data = [_model_object(AUTO_MODEL, "costroute")]
+    data += [_model_object(m.id, m.provider) for m in registry.models]
     return _json_response({"object": "list", "data": data})
+
+
+@openai_compat.get("/models/<path:model_id>")
+def retrieve_model(model_id: str) -> Response:
+    """One model (the SDK's ``client.models.retrieve``), by id or by an unambiguous bare name."""
+    if model_id == AUTO_MODEL:
+        return _json_response(_model_object(AUTO_MODEL, "costroute"))
+    registry = runtime().service.registry()
+    try:
+        model = registry.resolve(model_id)
+    except AmbiguousModel as exc:
+        return error_response(400, "invalid_request_error", f"model '{model_id}' names several models: "
+                              f"{', '.join(exc.ids)}", param="model", code="model_ambiguous")
+    if model is None:
+        return error_response(404, "invalid_request_error", f"The model '{model_id}' does not exist",
+                              param="model", code="model_not_found")
+    return _json_response(_model_object(model.id, model.provider))
 
 
 @openai_compat.post("/chat/completions")
@@ -77,29 +98,26 @@ def chat_completions() -> Response:
     created = int(time.time())
     if chat.stream:
         streamed = service.route_stream(chat.route, time_left_s())
-        headers = _route_headers(streamed.result, began, final=False)
-        body = _sse(streamed.result, streamed.pieces, completion_id, created, chat.include_usage)
+        opening = streamed.opening
+        headers = route_headers(opening, (time.perf_counter() - began) * 1000 - opening.provider_ms, final=False)
+        body = _sse(opening, streamed.pieces, completion_id, created, chat.include_usage)
         return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
-    result = service.route(chat.route, time_left_s())
-    completion = result.completion
+    outcome = service.route(chat.route, time_left_s())
+    completion = outcome.completion
     assert completion is not None
-    body = {
+    answer = {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
-        "model": result.model.id,
+        "model": outcome.model.id,
         "choices": [
-            {
-                "index": 0,
-                "message": _message(completion),
-                "logprobs": None,
-                "finish_reason": completion.finish_reason,
-            }
+            {"index": 0, "message": _message(completion), "logprobs": None, "finish_reason": completion.finish_reason}
         ],
-        "usage": _openai_usage(result),
-        "routing": routing_summary(result),
+        "usage": openai_usage(outcome),
+        "routing": routing_account(outcome),
     }
-    return _json_response(body, headers=_route_headers(result, began, final=True))
+    overhead = (time.perf_counter() - began) * 1000 - outcome.provider_ms
+    return _json_response(answer, headers=route_headers(outcome, overhead, final=True))
 
 
 def _message(completion: Completion) -> dict[str, Any]:
@@ -107,66 +125,37 @@ def _message(completion: Completion) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": completion.text if completion.text or not completion.tool_calls else None,
+        "refusal": completion.refusal,
     }
     if completion.tool_calls:
         message["tool_calls"] = list(completion.tool_calls)
-    if completion.refusal:
-        message["refusal"] = completion.refusal
     return message
 
 
-def routing_summary(result: RouteResult) -> dict[str, Any]:
-    """The routing account carried beside an OpenAI answer (the /route account without candidates)."""
-    decision = result.decision
-    estimate = decision.estimate
-    assert estimate is not None
-    return {
-        "model": result.model.id,
-        "strategy": decision.strategy,
-        "decision_trace": result.trace,
-        "estimate": estimate_json(estimate),
-        "required_quality": {"value": decision.required_quality, "source": decision.quality_source},
-        "rung": {"number": decision.rung, "description": decision.rung_description},
-        "max_tokens": result.plan.max_tokens,
-        "cost_ceiling_applied": result.plan.ceiling_applied,
-        "actual_cost_usd": usd(result.actual_cost_usd),
-        "attempts": attempts_json(result.attempts),
-    }
-
-
-def _openai_usage(result: RouteResult) -> dict[str, Any] | None:
-    usage = usage_json(result)
-    if usage is None:
+def openai_usage(outcome: RouteOutcome) -> dict[str, Any] | None:
+    """Usage as OpenAI reports it: every input token in prompt_tokens, the cached ones in its details."""
+    settlement = outcome.settlement
+    if settlement is None:
         return None
-    return {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
-
-
-def _route_headers(result: RouteResult, began: float, final: bool) -> dict[str, str]:
-    estimate = result.decision.estimate
-    headers = {
-        "x-route-model": result.model.id,
-        "x-route-estimated-cost-usd": _usd_text(estimate.cost_usd if estimate else None),
-        "x-route-attempts": str(len(result.attempts)),
-        "x-route-overhead-ms": f"{max(0.0, (time.perf_counter() - began) * 1000 - result.provider_ms):.3f}",
+    usage = settlement.usage
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.prompt_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
     }
-    if final:
-        headers["x-route-cost-usd"] = _usd_text(result.actual_cost_usd)
-    return headers
-
-
-def _usd_text(amount: Decimal | None) -> str:
-    return "" if amount is None else plain_decimal(amount)
 
 
 def _sse(
-    result: RouteResult, pieces: Iterator[Any], completion_id: str, created: int, include_usage: bool
+    opening: RouteOutcome, pieces: Iterator[StreamPiece | StreamEnd], completion_id: str, created: int,
+    include_usage: bool,
 ) -> Iterator[str]:
     def payload(delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": result.model.id,
+            "model": opening.model.id,
             "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if include_usage:
@@ -179,35 +168,45 @@ def _sse(
 
     try:
         yield event(payload({"role": "assistant", "content": ""}))
-        try:
-            for piece in pieces:
-                delta: dict[str, Any] = {}
-                if piece.text:
-                    delta["content"] = piece.text
-                if piece.tool_calls:
-                    delta["tool_calls"] = list(piece.tool_calls)
-                if delta:
-                    yield event(payload(delta))
-        except ProviderError as exc:
-            # The status line is already sent: report the failure in the stream, as OpenAI does.
-            error = {"error": {"type": "upstream_error", "message": exc.message, "param": None, "code": exc.kind}}
-            yield event(error)
-            yield "data: [DONE]\n\n"
-            return
-        completion = result.completion
-        assert completion is not None
-        yield event(payload({}, completion.finish_reason))
-        if include_usage:
-            final = payload(None)
-            final["usage"] = _openai_usage(result)
-            final["routing"] = routing_summary(result)
-            yield event(final)
-        yield "data: [DONE]\n\n"
+        for item in pieces:
+            if isinstance(item, StreamEnd):
+                yield from _closing_events(item.outcome, payload, event, include_usage)
+                return
+            delta: dict[str, Any] = {}
+            if item.text:
+                delta["content"] = item.text
+            if item.tool_calls:
+                delta["tool_calls"] = list(item.tool_calls)
+            if item.refusal:
+                delta["refusal"] = item.refusal
+            if delta:
+                yield event(payload(delta))
     finally:
         # A client that goes away closes this generator: close the provider's stream with it.
         close = getattr(pieces, "close", None)
         if callable(close):
             close()
+
+
+def _closing_events(outcome: RouteOutcome, payload: Any, event: Any, include_usage: bool) -> Iterator[str]:
+    """The last events: the finish reason and usage, or the error event when the stream broke."""
+    error = outcome.stream_error
+    if error is not None:
+        # The status line is already sent: report the failure in the stream, as OpenAI does.
+        body = {"error": {"type": "upstream_error", "message": error.message, "param": None, "code": error.kind.value},
+                "routing": routing_account(outcome)}
+        yield event(body)
+        yield "data: [DONE]\n\n"
+        return
+    completion = outcome.completion
+    assert completion is not None
+    yield event(payload({}, completion.finish_reason))
+    if include_usage:
+        final = payload(None)
+        final["usage"] = openai_usage(outcome)
+        final["routing"] = routing_account(outcome)
+        yield event(final)
+    yield "data: [DONE]\n\n"
 
 
 def _json_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:

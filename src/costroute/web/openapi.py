@@ -1,6 +1,9 @@
 """``GET /openapi.json``: an OpenAPI 3.1 description of every endpoint, native and OpenAI-compatible.
 
-tests/unit/test_openapi.py keeps it in step with the app's URL rules.
+It says what the service really accepts, so that a schema-driven fuzzer gets past validation:
+``null`` wherever null means "absent", ``minLength`` and a non-blank pattern where an empty or
+blank string is refused, bounds where numbers are bounded, and chat messages by role with the
+content each role requires. tests/unit/test_openapi.py keeps it in step with the app's URL rules.
 """
 
 from __future__ import annotations
@@ -11,22 +14,33 @@ from flask import Blueprint, Response, jsonify
 
 from costroute import __version__
 from costroute.core.registry import MAX_QUALITY, MIN_QUALITY
+from costroute.core.requests import MAX_BUDGET_USD
 
 openapi = Blueprint("openapi", __name__)
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema, or null (which the service reads as "absent")."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 _ROUTING_PROPERTIES: dict[str, Any] = {
-    "max_cost_usd": {"type": "number", "exclusiveMinimum": 0, "description": "Hard per-request ceiling in USD."},
-    "min_quality": {"type": "integer", "minimum": MIN_QUALITY, "maximum": MAX_QUALITY},
-    "max_latency_ms": {"type": "integer", "minimum": 1},
-    "prefer_provider": {"type": "string"},
-    "strict_budget": {"type": "boolean", "description": "Never relax the budget; 402 when nothing fits."},
+    "max_cost_usd": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_USD,
+                               "description": "Hard per-request ceiling in USD."}),
+    "min_quality": _nullable({"type": "integer", "minimum": MIN_QUALITY, "maximum": MAX_QUALITY}),
+    "max_latency_ms": _nullable({"type": "integer", "minimum": 1}),
+    "prefer_provider": _nullable({**_TEXT, "description": "A provider that some model of the registry has."}),
+    "strict_budget": _nullable({"type": "boolean", "description": "Never relax the budget; 402 when nothing fits."}),
+    "strict_quality": _nullable({"type": "boolean",
+                                 "description": "Never relax the quality floor; 422 when no model meets it."}),
 }
 _METADATA_PROPERTIES: dict[str, Any] = {
-    "task_type": {"type": "string"},
-    "expected_output_tokens": {"type": "integer", "minimum": 1},
+    "task_type": _nullable(_TEXT),
+    "expected_output_tokens": _nullable({"type": "integer", "minimum": 1}),
 }
-
 
 # Routing fields may also come as x-route-* headers (the body wins per field); values are JSON scalars,
 # except prefer_provider and task_type, which are plain text.
@@ -36,23 +50,80 @@ _ROUTING_HEADERS: list[dict[str, Any]] = [
         "in": "header",
         "required": False,
         "description": f"routing.{name}, for clients that cannot add body fields; the body's value wins.",
-        "schema": schema,
+        "schema": schema["anyOf"][0],
     }
     for name, schema in {**_ROUTING_PROPERTIES, **_METADATA_PROPERTIES}.items()
 ]
+_RETRY_HEADERS: dict[str, Any] = {
+    "x-should-retry": {"description": "false when a client retry would only repeat this answer (the SDKs obey it)",
+                       "schema": {"type": "string", "enum": ["true", "false"]}},
+    "Retry-After": {"description": "Seconds after which a retry is worth it (429/503 from upstream, 402 budgets)",
+                    "schema": {"type": "integer"}},
+}
 _ROUTE_RESPONSE_HEADERS: dict[str, Any] = {
     "x-route-model": {"description": "The model that served", "schema": {"type": "string"}},
     "x-route-estimated-cost-usd": {"description": "The chosen model's estimated cost, exact", "schema": {"type": "string"}},
     "x-route-cost-usd": {"description": "The actual cost from the reported usage (not on streams)",
                          "schema": {"type": "string"}},
+    "x-route-over-budget-usd": {"description": "By how much the actual cost passed the budget, when a provider "
+                                "ignored max_tokens (not on streams)", "schema": {"type": "string"}},
     "x-route-attempts": {"description": "Provider calls made, failovers included", "schema": {"type": "integer"}},
     "x-route-overhead-ms": {"description": "Time spent in the router, not the provider", "schema": {"type": "number"}},
+}
+
+_TEXT_PART = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {
+        "type": {"const": "text"},
+        "text": {"type": "string"},
+        "cache_control": {"type": "object", "description": "Anthropic-style prompt-cache breakpoint"},
+    },
+}
+_CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}
+_TOOL_CALL = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name", "arguments"],
+                     "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}},
+    },
+}
+
+
+def _message(role: str, required: list[str], **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["role", *required],
+        "properties": {"role": {"const": role}, "name": {"type": "string"}, **properties},
+    }
+
+
+_MESSAGE = {
+    "oneOf": [
+        _message("system", ["content"], content=_CONTENT),
+        _message("developer", ["content"], content=_CONTENT),
+        _message("user", ["content"], content=_CONTENT),
+        {
+            **_message("assistant", [], content={"anyOf": [_CONTENT, {"type": "null"}]},
+                       tool_calls={"type": "array", "items": _TOOL_CALL}, function_call={"type": "object"},
+                       refusal={"anyOf": [{"type": "string"}, {"type": "null"}]}),
+            "anyOf": [{"required": ["content"], "properties": {"content": _CONTENT}},
+                      {"required": ["tool_calls"]}, {"required": ["function_call"]}],
+        },
+        _message("tool", ["content", "tool_call_id"], content=_CONTENT, tool_call_id={"type": "string"}),
+        _message("function", ["content", "name"], content={"anyOf": [{"type": "string"}, {"type": "null"}]}),
+    ]
 }
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
     return {
-        str(status): {"description": "Error", "content": {"application/json": {"schema": _ERROR}}} for status in statuses
+        str(status): {"description": "Error", "headers": _RETRY_HEADERS,
+                      "content": {"application/json": {"schema": _ERROR}}}
+        for status in statuses
     }
 
 
@@ -60,11 +131,19 @@ def _ok(description: str, schema: dict[str, Any] | None = None, media: str = "ap
     return {"description": description, "content": {media: {"schema": schema or {"type": "object"}}}}
 
 
+_MODEL_OBJECT = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                   "owned_by": {"type": "string", "description": "The model's provider"}},
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Costroute", "version": __version__, "description": "A cost-aware LLM router."},
     "paths": {
-        "/health": {"get": {"summary": "Service health", "responses": {"200": _ok("Health")}}},
+        "/health": {"get": {"summary": "Service health, the registry's source, every provider (never a key)",
+                            "responses": {"200": _ok("Health")}}},
         "/models": {"get": {"summary": "Registered models", "responses": {"200": _ok("Models"), **_errors(503)}}},
         "/route": {
             "post": {
@@ -77,22 +156,24 @@ SPEC: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["input"],
                                 "properties": {
-                                    "input": {"type": "string", "minLength": 1},
-                                    "constraints": {"type": "object", "properties": _ROUTING_PROPERTIES},
-                                    "metadata": {"type": "object", "properties": _METADATA_PROPERTIES},
-                                    "dry_run": {"type": "boolean"},
-                                    "max_candidates": {"type": "integer", "minimum": 0},
+                                    "input": _TEXT,
+                                    "constraints": _nullable({"type": "object", "properties": _ROUTING_PROPERTIES}),
+                                    "metadata": _nullable({"type": "object", "properties": _METADATA_PROPERTIES}),
+                                    "dry_run": _nullable({"type": "boolean"}),
+                                    "max_candidates": _nullable({"type": "integer", "minimum": 0}),
                                 },
                             }
                         }
                     },
                 },
-                "responses": {"200": _ok("The decision and the answer"), **_errors(400, 402, 413, 502, 503, 504)},
+                "responses": {"200": _ok("The decision and the answer"),
+                              **_errors(400, 402, 413, 422, 502, 503, 504)},
             }
         },
         "/v1/chat/completions": {
             "post": {
-                "summary": "OpenAI Chat Completions; model 'auto' routes, 'provider:name' pins",
+                "summary": "OpenAI Chat Completions; model 'auto' routes, an id 'provider:name' (or an unambiguous "
+                           "bare name) pins",
                 "parameters": _ROUTING_HEADERS,
                 "requestBody": {
                     "required": True,
@@ -102,16 +183,23 @@ SPEC: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["model", "messages"],
                                 "properties": {
-                                    "model": {"type": "string"},
-                                    "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
-                                    "max_tokens": {"type": "integer", "minimum": 1},
-                                    "max_completion_tokens": {"type": "integer", "minimum": 1},
-                                    "stream": {"type": "boolean"},
-                                    "stream_options": {"type": "object"},
-                                    "routing": {
+                                    "model": _TEXT,
+                                    "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+                                    "max_tokens": _nullable({"type": "integer", "minimum": 1}),
+                                    "max_completion_tokens": _nullable({"type": "integer", "minimum": 1}),
+                                    "stream": _nullable({"type": "boolean"}),
+                                    "stream_options": _nullable({"type": "object", "properties": {
+                                        "include_usage": _nullable({"type": "boolean"})}}),
+                                    "n": _nullable({"const": 1}),
+                                    "modalities": _nullable({"type": "array", "items": {"const": "text"}}),
+                                    "service_tier": _nullable({"enum": ["auto", "default", "flex"]}),
+                                    "audio": {"type": "null"},
+                                    "prediction": {"type": "null"},
+                                    "web_search_options": {"type": "null"},
+                                    "routing": _nullable({
                                         "type": "object",
                                         "properties": {**_ROUTING_PROPERTIES, **_METADATA_PROPERTIES},
-                                    },
+                                    }),
                                 },
                                 "additionalProperties": True,
                             }
@@ -124,11 +212,22 @@ SPEC: dict[str, Any] = {
                         "headers": _ROUTE_RESPONSE_HEADERS,
                         "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
                     },
-                    **_errors(400, 402, 404, 413, 502, 503, 504),
+                    **_errors(400, 402, 404, 413, 422, 502, 503, 504),
                 },
             }
         },
-        "/v1/models": {"get": {"summary": "Models in OpenAI's list format", "responses": {"200": _ok("List")}}},
+        "/v1/models": {"get": {"summary": "Models in OpenAI's list format",
+                               "responses": {"200": _ok("List", {"type": "object", "required": ["object", "data"],
+                                                                 "properties": {"object": {"const": "list"},
+                                                                                "data": {"type": "array",
+                                                                                         "items": _MODEL_OBJECT}}})}}},
+        "/v1/models/{model_id}": {
+            "get": {
+                "summary": "One model (client.models.retrieve), by id or unambiguous bare name",
+                "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _ok("Model", _MODEL_OBJECT), **_errors(400, 404)},
+            }
+        },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _ok("OpenAPI document")}}},
     },
     "components": {
@@ -139,7 +238,7 @@ SPEC: dict[str, Any] = {
                 "properties": {
                     "error": {
                         "type": "object",
-                        "required": ["type", "message"],
+                        "required": ["type", "message", "param", "code"],
                         "properties": {
                             "type": {"type": "string"},
                             "message": {"type": "string"},
