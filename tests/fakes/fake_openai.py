@@ -113,7 +113,9 @@ __all__ = [
     "status",
 ]
 
-BehaviourKind = Literal["ok", "reply", "spend_all", "status", "slow", "malformed", "tool_call"]
+BehaviourKind = Literal[
+    "ok", "reply", "spend_all", "status", "slow", "malformed", "tool_call", "raw_json", "cut_stream", "overspend"
+]
 
 #: Completion tokens produced by ``spend_all()`` when the request sets no limit.
 DEFAULT_SPEND_ALL_TOKENS: int = 4096
@@ -194,6 +196,25 @@ class Behaviour:
         """200 with ``Content-Type: application/json`` but a body that is not valid JSON."""
         return Behaviour("malformed")
 
+    @staticmethod
+    def raw_json(body: Any) -> Behaviour:
+        """200 with exactly this JSON body (valid JSON that need not be a chat completion), streamed or not."""
+        return Behaviour("raw_json", text=json.dumps(body))
+
+    @staticmethod
+    def cut_stream(after_words: int = 2, graceful: bool = False) -> Behaviour:
+        """Stream that many words of the answer, then close the connection: no finish reason, no [DONE].
+
+        By default the connection drops mid-body (no terminating chunk); ``graceful`` ends the
+        chunked body cleanly first, so the client sees an orderly end without [DONE].
+        """
+        return Behaviour("cut_stream", seconds=float(after_words), message="graceful" if graceful else None)
+
+    @staticmethod
+    def overspend(tokens: int) -> Behaviour:
+        """Ignore the request's token limit and answer exactly ``tokens`` completion tokens, finish "stop"."""
+        return Behaviour("overspend", seconds=float(tokens))
+
 
 ok = Behaviour.ok
 reply = Behaviour.reply
@@ -202,6 +223,9 @@ status = Behaviour.status
 slow = Behaviour.slow
 malformed = Behaviour.malformed
 tool_call = Behaviour.tool_call
+raw_json = Behaviour.raw_json
+cut_stream = Behaviour.cut_stream
+overspend = Behaviour.overspend
 
 
 @dataclass(frozen=True)
@@ -475,6 +499,13 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, MALFORMED_BODY)
             return
+        if behaviour.kind == "raw_json":
+            payload = (behaviour.text or "null").encode("utf-8")
+            if stream:
+                self._stream_events([b"data: " + payload + b"\n\n", b"data: [DONE]\n\n"])
+            else:
+                self._send(200, payload)
+            return
 
         model: str = body["model"]
         messages: list[Any] = body["messages"]
@@ -485,6 +516,9 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.kind == "spend_all":
             n = limit if limit is not None else DEFAULT_SPEND_ALL_TOKENS
             content, completion_tokens, finish = " ".join(["tok"] * n), n, "length"
+        elif behaviour.kind == "overspend":
+            n = int(behaviour.seconds)
+            content, completion_tokens, finish = " ".join(["tok"] * n), n, "stop"
         else:
             if behaviour.kind == "reply":
                 full = behaviour.text or ""
@@ -507,7 +541,9 @@ class _Handler(BaseHTTPRequestHandler):
         if stream:
             options = body.get("stream_options")
             include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
-            self._stream_completion(completion_id, created, model, content, finish, usage if include_usage else None)
+            cut = int(behaviour.seconds) if behaviour.kind == "cut_stream" else None
+            self._stream_completion(completion_id, created, model, content, finish, usage if include_usage else None,
+                                    cut_after=cut, graceful=behaviour.message == "graceful")
             return
         self._send_json(
             200,
@@ -580,8 +616,10 @@ class _Handler(BaseHTTPRequestHandler):
         content: str,
         finish: str,
         usage: dict[str, int] | None,
+        cut_after: int | None = None,
+        graceful: bool = False,
     ) -> None:
-        """Stream a completion as SSE chat.completion.chunk events."""
+        """Stream a completion as SSE chat.completion.chunk events; ``cut_after`` words, then close the connection."""
         include_usage = usage is not None
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
@@ -599,6 +637,15 @@ class _Handler(BaseHTTPRequestHandler):
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         events += [chunk({"content": piece}) for piece in _stream_pieces(content)]
+        if cut_after is not None:
+            self._stream_events(events[: 1 + cut_after], terminate=graceful)
+            self.close_connection = True
+            if not graceful:
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return
         events.append(chunk({}, finish))
         if usage is not None:
             final = {
@@ -614,7 +661,7 @@ class _Handler(BaseHTTPRequestHandler):
         events.append(b"data: [DONE]\n\n")
         self._stream_events(events)
 
-    def _stream_events(self, events: list[bytes]) -> None:
+    def _stream_events(self, events: list[bytes], terminate: bool = True) -> None:
         """Send ``events`` as a text/event-stream body (chunked; close-delimited for HTTP/1.0)."""
         chunked = self.request_version != "HTTP/1.0"
         self.send_response(200)
@@ -631,7 +678,7 @@ class _Handler(BaseHTTPRequestHandler):
         for event in events:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event) if chunked else event)
             self.wfile.flush()
-        if chunked:
+        if chunked and terminate:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
