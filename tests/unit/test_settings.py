@@ -37,6 +37,10 @@ def test_values_are_read_and_blank_means_unset() -> None:
         ("BREAKER_FAILURE_THRESHOLD", "0"),
         ("MOCK_SIMULATE_LATENCY", "maybe"),
         ("LOG_LEVEL", "loud"),
+        ("PROVIDER_TIMEOUT_SECONDS", "1e9"),
+        ("REQUEST_DEADLINE_SECONDS", "901"),
+        ("OPENAI_BASE_URL", "not-a-url"),
+        ("OPENAI_BASE_URL", "ftp://example.com/v1"),
     ],
 )
 def test_unusable_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
@@ -48,3 +52,11 @@ def test_the_key_is_not_in_the_settings_repr() -> None:
     settings = Settings.from_env({"OPENAI_API_KEY": "sk-test-repr-secret"})
     assert settings.openai_key_configured
     assert "sk-test-repr-secret" not in repr(settings)
+
+
+def test_the_longest_lambda_invocation_is_the_most_a_deadline_or_timeout_can_be() -> None:
+    settings = Settings.from_env({"REQUEST_DEADLINE_SECONDS": "900", "PROVIDER_TIMEOUT_SECONDS": "900",
+                                  "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
+    assert (settings.request_deadline_seconds, settings.provider_timeout_seconds) == (900, 900)
+    with pytest.raises(SettingsError, match="PROVIDER_TIMEOUT_SECONDS must be at most 900"):
+        Settings.from_env({"PROVIDER_TIMEOUT_SECONDS": "1e9"})

@@ -531,9 +531,13 @@ class RouterService:
         reasons = "; ".join(f"{model_id}: {why}" for model_id, why in excluded.items())
         message = f"{sentence(decision.failure or 'no model')}: {reasons}"
         if decision.quality_refused:
-            # Models that meet the floor but cannot be called now are an outage, not an impossible request.
-            floor_met = any(model.quality >= decision.required_quality for model in pool)
-            reason = ErrorReason.NO_MODEL_AVAILABLE if floor_met else ErrorReason.QUALITY_UNMET
+            # Models that meet the floor but cannot be used now: the budget's doing (402), or an outage
+            # (503); only when none exists at all is the request impossible (422).
+            floor = [model.id for model in pool if model.quality >= decision.required_quality]
+            if floor and all(model_id in over_budget for model_id in floor):
+                reason = ErrorReason.BUDGET_EXCEEDED
+            else:
+                reason = ErrorReason.NO_MODEL_AVAILABLE if floor else ErrorReason.QUALITY_UNMET
             return RoutingFailed(reason, message, trace=tuple(trace))
         if decision.budget_refused or over_budget:
             return RoutingFailed(ErrorReason.BUDGET_EXCEEDED, message, trace=tuple(trace))
