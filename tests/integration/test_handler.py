@@ -166,10 +166,52 @@ def test_headers_and_multi_value_headers_null() -> None:
     check_health(response["statusCode"], body)
 
 
-def test_query_string_parameters_are_passed_through() -> None:
-    event = {"httpMethod": "GET", "path": "/health", "queryStringParameters": {"verbose": "1"}}
+def test_query_string_parameters_are_passed_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the app receives: the query string, the path and the method, as API Gateway sent them."""
+    seen: dict[str, Any] = {}
+
+    def probe(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.update(query=environ.get("QUERY_STRING"), path=environ.get("PATH_INFO"),
+                    method=environ.get("REQUEST_METHOD"))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"ok": true}']
+
+    monkeypatch.setattr(handler, "_app", probe)
+    event = {"httpMethod": "GET", "path": "/usage", "queryStringParameters": {"group_by": "model", "from": "2026-12-01"}}
     response, body = invoke(event)
-    check_health(response["statusCode"], body)
+    assert (response["statusCode"], body) == (200, {"ok": True})
+    assert seen["path"] == "/usage" and seen["method"] == "GET"
+    assert sorted(seen["query"].split("&")) == ["from=2026-12-01", "group_by=model"]
+
+
+def test_only_multi_value_query_parameters_are_read_last_value_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def probe(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen["query"] = environ.get("QUERY_STRING")
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    monkeypatch.setattr(handler, "_app", probe)
+    invoke({"httpMethod": "GET", "path": "/usage", "multiValueQueryStringParameters": {"group_by": ["day", "model"]}})
+    assert seen["query"] == "group_by=model"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"version": "2.0", "rawPath": "/route", "requestContext": {"http": {"method": "POST", "path": "/route"}},
+         "body": "{}"},
+        {"rawPath": "/health", "requestContext": {"http": {"method": "GET", "path": "/health"}}},
+    ],
+    ids=["http-api", "function-url-without-version"],
+)
+def test_a_payload_2_event_is_told_the_function_expects_rest_events(event: dict[str, Any]) -> None:
+    response, body = invoke(event)
+    assert response["statusCode"] == 400
+    error = assert_error_shape(body)
+    assert error["type"] == "unsupported_event"
+    assert "payload format 1.0" in error["message"] and "payload format 2.0" in error["message"]
 
 
 def test_only_multi_value_headers_are_read_last_value_wins() -> None:

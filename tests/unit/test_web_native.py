@@ -138,9 +138,9 @@ def test_body_over_the_limit_is_413(make_app: Callable[..., Flask]) -> None:
 
 
 def test_unknown_path_is_a_json_404_and_wrong_method_a_json_405(client: Any) -> None:
-    assert_error(client.get("/nope"), 404, "")
+    assert_error(client.get("/nope"), 404, "was not found on the server")
     response = client.get("/route")
-    assert_error(response, 405, "")
+    assert_error(response, 405, "method is not allowed")
     assert "POST" in response.headers["Allow"]
 
 
