@@ -271,8 +271,9 @@ _UNBOUNDABLE_FIELDS: tuple[str, ...] = ("audio", "prediction", "web_search_optio
 _BOUNDED_SERVICE_TIERS = frozenset({"auto", "default", "flex"})
 AUTO_MODEL = "auto"
 # The roles of OpenAI's Chat Completions; whether each must carry content.
+# (OpenAI's function message carries content that may be null; an assistant's may be null when it calls tools.)
 _CONTENT_REQUIRED = {"system": True, "developer": True, "user": True, "assistant": False, "tool": True,
-                     "function": True}
+                     "function": False}
 MESSAGE_ROLES: tuple[str, ...] = tuple(_CONTENT_REQUIRED)
 
 
@@ -389,7 +390,8 @@ def _parse_message(index: int, message: Any) -> ChatMessage:
     tool_calls = message.get("tool_calls")
     if tool_calls is not None:
         _check_tool_calls(param, role, tool_calls)
-    if content is None and (_CONTENT_REQUIRED[role] or not (tool_calls or message.get("function_call"))):
+    calls_a_tool = bool(tool_calls or message.get("function_call"))
+    if content is None and (_CONTENT_REQUIRED[role] or (role == "assistant" and not calls_a_tool)):
         needs = "" if _CONTENT_REQUIRED[role] else " unless it carries 'tool_calls' or 'function_call'"
         raise InvalidRequest(f"'{param}.content' is required for a message of role '{role}'{needs}",
                              f"{param}.content")

@@ -77,7 +77,9 @@ _TEXT_PART = {
     "properties": {
         "type": {"const": "text"},
         "text": {"type": "string"},
-        "cache_control": {"type": "object", "description": "Anthropic-style prompt-cache breakpoint"},
+        "cache_control": {"type": "object", "description": "A prompt-cache breakpoint (Anthropic and Bedrock models)",
+                          "required": ["type"],
+                          "properties": {"type": {"const": "ephemeral"}, "ttl": {"enum": ["5m", "1h"]}}},
     },
 }
 _CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}
@@ -101,20 +103,26 @@ def _message(role: str, required: list[str], **properties: Any) -> dict[str, Any
     }
 
 
+# anyOf, not oneOf: the roles are distinct constants, so at most one branch ever matches (and a
+# schema-driven generator need not filter for exclusivity).
 _MESSAGE = {
-    "oneOf": [
+    "anyOf": [
         _message("system", ["content"], content=_CONTENT),
         _message("developer", ["content"], content=_CONTENT),
         _message("user", ["content"], content=_CONTENT),
         {
             **_message("assistant", [], content={"anyOf": [_CONTENT, {"type": "null"}]},
-                       tool_calls={"type": "array", "items": _TOOL_CALL}, function_call={"type": "object"},
+                       tool_calls={"type": "array", "items": _TOOL_CALL},
+                       function_call={"type": "object", "required": ["name", "arguments"],
+                                      "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}},
                        refusal={"anyOf": [{"type": "string"}, {"type": "null"}]}),
             "anyOf": [{"required": ["content"], "properties": {"content": _CONTENT}},
-                      {"required": ["tool_calls"]}, {"required": ["function_call"]}],
+                      {"required": ["tool_calls"], "properties": {"tool_calls": {"minItems": 1}}},
+                      {"required": ["function_call"], "properties": {"function_call": {"minProperties": 1}}}],
         },
         _message("tool", ["content", "tool_call_id"], content=_CONTENT, tool_call_id={"type": "string"}),
-        _message("function", ["content", "name"], content={"anyOf": [{"type": "string"}, {"type": "null"}]}),
+        _message("function", ["content", "name"], content={"anyOf": [{"type": "string"}, {"type": "null"}]},
+                 name={"type": "string", "minLength": 1}),
     ]
 }
 
