@@ -14,7 +14,7 @@ ARTIFACT_PIP_FLAGS ?= --platform manylinux2014_aarch64 --implementation cp --pyt
 # The function's runtime, which compiles the artifact's .pyc files (sam build needs it on PATH too).
 ARTIFACT_PYTHON ?= python3.12
 
-.PHONY: setup run serve test bench invoke validate-template clean
+.PHONY: setup run serve test lint bench invoke validate-template clean
 
 setup: $(STAMP)
 
@@ -38,9 +38,14 @@ run: $(STAMP)
 serve: $(STAMP)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py costroute.wsgi:app
 
-## make test: the whole suite.
-test: $(STAMP) $(WHEELHOUSE_STAMP)
+## make test: lint (ruff), types (mypy, strict) and the whole suite; each must find nothing.
+test: $(STAMP) $(WHEELHOUSE_STAMP) lint
 	WHEELHOUSE=$(abspath $(WHEELHOUSE)) $(BIN)/python -m pytest
+
+## make lint: ruff over the whole tree and mypy (strict) over the package and the entrypoints.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## make bench: every benchmark, a table on stdout and bench/results/latest.json (BENCH_ARGS=--quick: a smoke run).
 bench: $(STAMP)
@@ -71,4 +76,4 @@ build-RouterFunction:
 	$(ARTIFACT_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"
 
 clean:
-	rm -rf $(VENV) .cache .aws-sam .pytest_cache
+	rm -rf $(VENV) .cache .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,6 +13,6 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
-from costroute.entry import build_app  # noqa: E402
+from costroute.entry import build_app
 
 app = build_app()

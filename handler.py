@@ -9,7 +9,8 @@ from __future__ import annotations
 import binascii
 import json
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import awsgi
 
@@ -60,9 +61,9 @@ def _application() -> Callable[..., Iterable[bytes]]:
     return _app
 
 
-def normalise_event(event: Any) -> dict[str, Any]:
+def normalise_event(raw: Any) -> dict[str, Any]:
     """Fill in what hand-written test events leave out, so aws-wsgi can read them."""
-    event = dict(event) if isinstance(event, dict) else {}
+    event: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
     event.setdefault("httpMethod", "GET")
     event.setdefault("path", "/")
     for key in ("queryStringParameters", "multiValueQueryStringParameters", "pathParameters", "stageVariables"):
@@ -114,7 +115,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         logger.error("the function's environment is invalid: %s", exc)
         return _error_response(500, "config_invalid", str(exc))
     try:
-        response = awsgi.response(app, normalise_event(event), context, base64_content_types=BASE64_CONTENT_TYPES)
+        response: dict[str, Any] = awsgi.response(app, normalise_event(event), context,
+                                                  base64_content_types=BASE64_CONTENT_TYPES)
     except (binascii.Error, UnicodeError, TypeError) as exc:
         # aws-wsgi could not turn the event into a request (a body that is not base64 though it
         # says so, or not text): the caller's event is wrong, so answer 400 rather than crash.

@@ -21,7 +21,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -217,9 +217,9 @@ def table(results: dict[str, Any]) -> str:
                          f"{_fmt(d['p50_us'])}, {d['response_bytes']:,} B", "", "", ""))
     headers = ("figure", "ours", "floor", "ratio", "target")
     widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(5)] if rows else [10] * 5
-    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths)),
+    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)),
              "-|-".join("-" * w for w in widths)]
-    lines += [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines += [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {part.strip() for part in options.only.split(",") if part.strip()}
     started = time.monotonic()
     results: dict[str, Any] = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": options.quick,
         "machine": machine(),
         "git": git_state(),

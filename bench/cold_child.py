@@ -32,8 +32,8 @@ def _ms(since: float) -> float:
 def main(mode: str) -> dict:
     result: dict = {"mode": mode}
     if mode == "floor":
-        import flask  # noqa: F401
         import awsgi  # noqa: F401
+        import flask  # noqa: F401
 
         result["import_ms"] = _ms(_started)
     elif mode == "handler":

@@ -16,7 +16,8 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bench.common import ROOT, haiku_json, summarise_ns, time_calls
 

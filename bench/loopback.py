@@ -27,9 +27,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench.common import ROOT, clean_env, haiku_json, loadavg
 
@@ -134,7 +135,7 @@ def wrk(wrk_path: str, url: str, body_file: str, connections: int, seconds: int)
     command = [wrk_path, f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s",
                "-s", LUA, url, "--", body_file]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    line = next((l for l in completed.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    line = next((text for text in completed.stdout.splitlines() if text.startswith("WRK_JSON ")), None)
     if completed.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stdout[-800:]} {completed.stderr[-800:]}")
     raw = json.loads(line[len("WRK_JSON "):])

@@ -8,6 +8,7 @@ available (selection alone knows nothing of keys).
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 from decimal import Decimal
@@ -23,12 +24,12 @@ ROUNDS = 3
 
 def run(quick: bool = False) -> dict[str, Any]:
     """p50/p99 per registry size, the time per model, and the growth between sizes."""
-    from costroute.core.estimate import ChatMessage, estimate_prompt_tokens
     from costroute.config.registry_source import builtin_providers
     from costroute.config.settings import Settings
+    from costroute.core.estimate import ChatMessage, estimate_prompt_tokens
     from costroute.core.registry import build_registry
-    from costroute.providers import KINDS
     from costroute.core.selection import Constraints, SelectionRequest, select_model
+    from costroute.providers import KINDS
 
     constraints = HAIKU_BODY["constraints"]
     metadata = HAIKU_BODY["metadata"]
@@ -52,7 +53,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         samples: list[int] = []
         gc.collect()
         for _ in range(ROUNDS):
-            samples += time_calls(lambda: select_model(models, request), calls // ROUNDS)
+            samples += time_calls(functools.partial(select_model, models, request), calls // ROUNDS)
         summary = summarise_ns(samples)
         summary["per_model_us"] = round(summary["p50_us"] / size, 3)
         summary["chosen"] = decision.model.id if decision.model else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from costroute.core.registry import Model, ProviderSpec, Registry
 from costroute.providers.base import AdapterDeps, KeySource, Provider

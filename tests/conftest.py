@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import moto  # noqa: F401  (imported before boto3 clients exist, so they can be mocked)
 import pytest

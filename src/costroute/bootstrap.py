@@ -11,7 +11,8 @@ import os
 import threading
 import time
 from collections import ChainMap
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from costroute import __version__

@@ -5,8 +5,9 @@ The web layer depends on this record, never on ``bootstrap`` (and so never on th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from costroute.config.cache import CachedValue
 from costroute.config.settings import Settings

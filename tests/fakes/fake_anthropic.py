@@ -805,7 +805,7 @@ def _word_pieces(text: str) -> list[str]:
     ends = [m.end() for m in _WORD.finditer(text)]
     if not ends:
         return [text] if text else []
-    pieces = [text[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+    pieces = [text[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
     pieces[-1] += text[ends[-1]:]
     return pieces
 

@@ -563,7 +563,7 @@ def _stream_pieces(content: str) -> list[str]:
     if not ends:
         return [content]
     starts = [0] + ends[:-1]
-    pieces = [content[s:e] for s, e in zip(starts, ends)]
+    pieces = [content[s:e] for s, e in zip(starts, ends, strict=True)]
     pieces[-1] += content[ends[-1]:]
     return pieces
 

@@ -285,7 +285,7 @@ def _stream_pieces(content: str) -> list[str]:
     if not ends:
         return [content] if content else []
     starts = [0] + ends[:-1]
-    pieces = [content[s:e] for s, e in zip(starts, ends)]
+    pieces = [content[s:e] for s, e in zip(starts, ends, strict=True)]
     pieces[-1] += content[ends[-1]:]
     return pieces
 
@@ -339,10 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Serve one request, treating a vanished client as end of connection."""
         try:
             super().handle_one_request()
-        except (ConnectionError, socket.timeout, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
     # ---- request plumbing -----------------------------------------------------
@@ -469,9 +469,9 @@ class _Handler(BaseHTTPRequestHandler):
         behaviour = self.server.fake._take_behaviour()
         try:
             self._chat(body, behaviour)
-        except (ConnectionError, socket.timeout):
+        except (TimeoutError, ConnectionError):
             raise
-        except Exception as exc:  # a bug in the fake: make it loud but keep serving
+        except Exception as exc:  # noqa: BLE001 - a bug in the fake: make it loud but keep serving
             traceback.print_exc(file=sys.stderr)
             self._send_error_json(500, f"FakeOpenAI internal error: {type(exc).__name__}")
 

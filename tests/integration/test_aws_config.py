@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -19,9 +20,9 @@ from flask import Flask
 from moto import mock_aws
 
 from costroute.config.aws import AwsClients
-from tests.health import provider_entry
 from tests.conftest import FakeClock
 from tests.fakes.fake_openai import FakeOpenAI, status
+from tests.health import provider_entry
 from tests.payloads import HAIKU_REQUEST, MOCK_ROWS, OPENAI_MODEL, OPENAI_ROUTE, repo_root
 
 PARAMETER = "/costroute/test/models"

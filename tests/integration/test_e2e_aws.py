@@ -15,16 +15,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.health import provider_entry
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.health import provider_entry
 from tests.payloads import HAIKU_REQUEST, MOCK_ROWS, OPENAI_MODEL, repo_root
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,8 @@ import json
 import logging
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -15,10 +16,10 @@ from costroute.core.outcome import FailureKind
 from costroute.providers.base import ProviderCall, ProviderError
 from costroute.providers.mock import MockProvider
 from tests.adapters import RotatingKeys, openai_provider
-from tests.registries import parse_registry
 from tests.conftest import FakeClock
 from tests.fakes.fake_openai import FakeOpenAI, malformed, slow, status
 from tests.integration.servers import FAKE_KEY, fake_openai, model_entry, registry_json  # noqa: F401
+from tests.registries import parse_registry
 
 HI = [{"role": "user", "content": "hi"}]
 REGISTRY = registry_json(

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

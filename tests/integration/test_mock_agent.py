@@ -8,8 +8,9 @@ agent framework would with no provider keys: ``bind_tools`` gets a tool call, an
 from __future__ import annotations
 
 import json
-from enum import Enum
-from typing import Any, Iterator
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any
 
 import jsonschema
 import pytest
@@ -33,7 +34,7 @@ def search(query: str, limit: int = 5) -> str:
     return "nothing"
 
 
-class Mood(str, Enum):
+class Mood(StrEnum):
     CALM = "calm"
     STORMY = "stormy"
 

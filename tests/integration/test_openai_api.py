@@ -6,8 +6,9 @@ checked exactly: the registry's prices times the reported usage, in Decimal.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import openai
 import pytest

@@ -16,6 +16,7 @@ from hypothesis_jsonschema import from_schema
 
 from costroute.web.openapi import SPEC
 
+
 def described_only(schema: Any) -> Any:
     """The schema with every object closed to the fields it describes: the generator then spends its
     examples on what the spec says, not on arbitrary extra fields (which the service ignores or passes on)."""

@@ -108,7 +108,7 @@ CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
 @pytest.fixture(scope="module")
 def template() -> dict:
     with TEMPLATE.open(encoding="utf-8") as f:
-        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(f, Loader=CfnLoader)
 
 
 @pytest.fixture(scope="module")

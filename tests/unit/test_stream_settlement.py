@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Flask
 
-from costroute.core.registry import Model
 from costroute.core.outcome import FailureKind
+from costroute.core.registry import Model
 from costroute.core.settle import Usage
 from costroute.providers.base import Adapter, ClosingStream, Completion, ProviderCall, ProviderError, StreamPiece
 from costroute.providers.mock import MockProvider

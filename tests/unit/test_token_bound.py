@@ -75,4 +75,4 @@ def test_the_tokenizer_really_counts() -> None:
     """Guard against a silently broken tokenizer making the checks above vacuous."""
     o200k = bpe_openai.get_encoding("o200k_base")
     assert _count(o200k, "hello world") == 2
-    assert 0 < _count(o200k, "日本語のテキスト") < len("日本語のテキスト".encode("utf-8"))
+    assert 0 < _count(o200k, "日本語のテキスト") < len("日本語のテキスト".encode())

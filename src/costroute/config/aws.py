@@ -105,8 +105,9 @@ def read_ssm_parameter(clients: AwsClients, name: str) -> str:
     """The value of a String or SecureString parameter, decrypted."""
     try:
         response = clients.client("ssm").get_parameter(Name=name, WithDecryption=True)
-        return response["Parameter"]["Value"]
-    except Exception as exc:  # noqa: BLE001 - narrowed by _aws_error, which re-raises the rest
+        value: str = response["Parameter"]["Value"]
+        return value
+    except Exception as exc:
         raise _aws_error(exc, f"SSM parameter '{name}'") from exc
 
 
@@ -114,7 +115,7 @@ def read_secret_string(clients: AwsClients, secret_id: str) -> str:
     """The ``SecretString`` of a Secrets Manager secret (by name or ARN)."""
     try:
         response = clients.client("secretsmanager").get_secret_value(SecretId=secret_id)
-    except Exception as exc:  # noqa: BLE001 - narrowed by _aws_error, which re-raises the rest
+    except Exception as exc:
         raise _aws_error(exc, f"secret '{secret_id}'") from exc
     text = response.get("SecretString")
     if not isinstance(text, str) or not text:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from costroute.config.aws import AwsClients, read_secret_string
 from costroute.config.cache import CachedValue, CacheStatus, ConfigError

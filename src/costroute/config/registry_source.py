@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from costroute.config.aws import AwsClients, read_ssm_parameter
 from costroute.config.cache import CachedValue, ConfigError

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from costroute.core.fields import is_http_url
 
@@ -64,7 +64,7 @@ class Settings:
         return bool(self.openai_api_key or self.openai_api_key_secret_id)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from the environment (or the given mapping); raise SettingsError when invalid."""
         env = os.environ if environ is None else environ
 

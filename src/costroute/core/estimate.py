@@ -20,9 +20,10 @@ bound is in ``plan.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
-from typing import Iterable, Mapping, NamedTuple
+from typing import NamedTuple
 
 from costroute.core.registry import Model
 

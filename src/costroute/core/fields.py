@@ -8,8 +8,9 @@ Numbers are decoded with ``parse_float=Decimal``, so a price keeps the digits it
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 # A refused document lists at most this many errors, then says how many more there were.

@@ -6,9 +6,10 @@ adapters speak these types.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 
 class FailureKind(StrEnum):

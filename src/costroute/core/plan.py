@@ -105,7 +105,7 @@ def _output_ceiling(model: Model, worst: WorstInput, budget_usd: Decimal) -> int
         if model.output_cost_per_1k == 0:
             return model.max_output_tokens
         quotient = (remaining / model.output_cost_per_token).to_integral_value(rounding=ROUND_FLOOR)
-        allowed = int(min(quotient, model.max_output_tokens))
+        allowed = model.max_output_tokens if quotient >= model.max_output_tokens else int(quotient)
         # Only a price with more digits than EXACT holds could round the quotient up: check the answer.
         while allowed > 0 and worst.cost_usd + allowed * model.output_cost_per_token > budget_usd:
             allowed -= 1

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from costroute.core.fields import DocumentError, FieldReader, json_type
 
@@ -341,7 +342,7 @@ def _parse_model(
             errors.append(f"{label}: a row must have {len(ROW_FIELDS)} fields [{', '.join(ROW_FIELDS)}], "
                           f"got {len(entry)}")
             return None
-        values: Mapping[str, Any] = dict(zip(ROW_FIELDS, entry))
+        values: Mapping[str, Any] = dict(zip(ROW_FIELDS, entry, strict=True))
     elif isinstance(entry, dict):
         values = entry
     else:

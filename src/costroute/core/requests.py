@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 from costroute.core.estimate import ChatMessage, prompt_token_bound
 from costroute.core.registry import MAX_QUALITY, MIN_QUALITY

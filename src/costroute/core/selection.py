@@ -24,9 +24,10 @@ Order of work:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 from costroute.core.estimate import Estimate, estimates_for, expected_output_tokens, required_quality
 from costroute.core.registry import Model
@@ -406,7 +407,8 @@ def _verdicts(
         elif pick is None:
             verdicts.append(Candidate(model, estimate, EXCLUDED, "no rung could use it"))
         else:
-            verdicts.append(Candidate(model, estimate, ELIGIBLE, f"qualifies on rung {rung.number if rung else '?'} but {pick.id} ranks first"))
+            rung_number = rung.number if rung else "?"
+            verdicts.append(Candidate(model, estimate, ELIGIBLE, f"qualifies on rung {rung_number} but {pick.id} ranks first"))
     return tuple(verdicts)
 
 

@@ -8,7 +8,7 @@ models is first called, so a mock-only deployment imports none of them.
 from __future__ import annotations
 
 import importlib
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from costroute.providers.base import ProviderKind
 

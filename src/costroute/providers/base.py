@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 from costroute.core.fields import FieldReader
 from costroute.core.outcome import FailureKind, ProviderError
@@ -90,7 +91,7 @@ class ClosingStream:
         self._pieces = pieces
         self._release = release
 
-    def __iter__(self) -> "ClosingStream":
+    def __iter__(self) -> ClosingStream:
         return self
 
     def __next__(self) -> StreamPiece:

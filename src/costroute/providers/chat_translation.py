@@ -15,8 +15,9 @@ is a 400) rather than dropping anything silently.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from costroute.core.requests import content_text
 

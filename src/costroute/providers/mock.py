@@ -23,9 +23,10 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from costroute.core.estimate import CHARS_PER_TOKEN, ChatMessage, estimate_prompt_tokens, estimate_text_tokens
 from costroute.core.fields import FieldReader
@@ -258,11 +259,13 @@ def example_for_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None
 
 def _example_of_type(kind: str, schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> Any:
     if kind == "object":
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        found = schema.get("properties")
+        properties: Mapping[str, Any] = found if isinstance(found, dict) else {}
         return {name: example_for_schema(sub if isinstance(sub, dict) else {}, root, depth + 1)
                 for name, sub in properties.items()}
     if kind == "array":
-        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        found_items = schema.get("items")
+        items: Mapping[str, Any] = found_items if isinstance(found_items, dict) else {}
         minimum = schema.get("minItems")
         count = minimum if isinstance(minimum, int) and minimum >= 0 else 1
         return [example_for_schema(items, root, depth + 1) for _ in range(count)]

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from costroute.core.fields import FieldReader
@@ -145,7 +146,7 @@ class OpenAIProvider(Adapter):
         try:
             raw = client.chat.completions.with_raw_response.create(**self._request_args(model, call))
             text = raw.text
-        except Exception as exc:  # noqa: BLE001 - translated precisely below, anything else re-raised
+        except Exception as exc:
             raise _translate(exc, key) from exc
         elapsed_ms = (self._deps.clock() - started) * 1000
         return _read_completion(_decode(text), model, elapsed_ms)
@@ -159,7 +160,7 @@ class OpenAIProvider(Adapter):
             stream = client.chat.completions.create(**args)
             chunks = iter(stream)
             first = next(chunks, None)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _close(stream)
             raise _translate(exc, key) from exc
         return ClosingStream(_read_pieces(first, chunks, key, model), lambda: _close(stream))
@@ -300,7 +301,7 @@ def _read_pieces(first: Any, chunks: Iterator[Any], key: str | None, model: Mode
             chunk = next(chunks, None)
     except ProviderError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the SDK's errors while reading, translated; others re-raised
+    except Exception as exc:
         raise _translate(exc, key) from exc
     if finish is None:
         raise ProviderError(FailureKind.UPSTREAM, f"the stream from {model.id} ended without a finish reason "

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 from costroute.breaker import CircuitBreakers
 from costroute.core.estimate import estimate_prompt_tokens
@@ -73,7 +74,7 @@ class RouteOutcome:
     def failovers(self) -> int:
         """How many times another model was tried after a failure."""
         models = [attempt.model_id for attempt in self.attempts]
-        return sum(1 for before, after in zip(models, models[1:]) if before != after)
+        return sum(1 for before, after in zip(models, models[1:], strict=False) if before != after)
 
 
 @dataclass(frozen=True)
