@@ -15,7 +15,7 @@ from tests.payloads import repo_root
 ROOT = Path(repo_root())
 PACKAGE = ROOT / "src" / "costroute"
 # What the pure core may import: the standard library's pure parts, and the core itself.
-CORE_STDLIB = {"__future__", "dataclasses", "decimal", "enum", "json", "math", "re", "typing", "urllib"}
+CORE_STDLIB = {"__future__", "collections", "dataclasses", "decimal", "enum", "json", "math", "re", "typing", "urllib"}
 # Where each heavy or platform library may be imported (relative to the package).
 HOMES = {
     "openai": {"providers/openai.py"},
