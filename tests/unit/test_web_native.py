@@ -235,3 +235,24 @@ def test_options_and_head_get_json_or_nothing_never_html(client: Any) -> None:
     assert "POST" in response.headers["Allow"]
     head = client.head("/health")
     assert head.status_code == 200 and head.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        ("/route", {"input": "hi", "constraints": {"min_quality": 3}, "metadata": {"expected_output_tokens": 9}},
+         ("constraints.min_quality", "metadata.expected_output_tokens")),
+        ("/v1/chat/completions", {"model": "auto", "messages": [{"role": "user", "content": "hi"}],
+                                  "routing": {"min_quality": 3, "expected_output_tokens": 9}},
+         ("routing.min_quality", "routing.expected_output_tokens")),
+    ],
+)
+def test_the_trace_names_routing_fields_as_the_caller_sent_them(
+    client: Any, path: str, body: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    answer = client.post(path, json=body).get_json()
+    account = answer.get("routing", answer)
+    quality, output = expected
+    assert account["decision_trace"][0] == f"Required quality 3, from {quality}."
+    assert f"and 9 output tokens, from {output}," in account["decision_trace"][1]
+    assert account["required_quality"]["source"] == quality
