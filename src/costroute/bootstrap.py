@@ -69,7 +69,8 @@ class ProviderPool:
             if cached is None or cached[0] != spec:
                 keys = key_source(spec.name, spec.api_key, self._secrets, self._environ)
                 deps = AdapterDeps(keys=keys, provider_timeout_s=self._settings.provider_timeout_seconds,
-                                   sleep=self._sleep, mock_simulate_latency=self._settings.mock_simulate_latency)
+                                   environ=self._environ, sleep=self._sleep,
+                                   mock_simulate_latency=self._settings.mock_simulate_latency)
                 cached = (spec, self._kinds[spec.kind].build(spec, deps), keys)
                 self._adapters[spec.name] = cached
             return cached[1]
@@ -92,8 +93,9 @@ def build_runtime(
 ) -> Runtime:
     """Wire the service from settings; nothing here touches the network.
 
-    ``providers`` replaces the adapters of the providers so named (tests); ``environ`` is where
-    ``{"env": ...}`` keys are read (default: the process's environment).
+    ``providers`` replaces the adapters of the providers so named (tests); ``environ`` is the
+    process environment as the service sees it (default: the real one): where ``{"env": ...}`` keys
+    are read, and what adapters read by standard (``AWS_REGION``).
     """
     clients = aws_clients or AwsClients()
     registry = registry_source(settings, clients, clock, KINDS)

@@ -305,13 +305,11 @@ def test_an_unusable_retry_after_is_ignored(
 
 
 def test_retry_after_ms_is_read_before_retry_after() -> None:
-    from costroute.providers.openai import retry_after as _retry_after
+    from costroute.providers.base import retry_after_seconds
 
-    class Exc:
-        def __init__(self, headers: dict[str, str]) -> None:
-            self.response = type("R", (), {"headers": headers})()
-
-    assert _retry_after(Exc({"retry-after-ms": "250", "retry-after": "3"})) == 0.25
-    assert _retry_after(Exc({"retry-after": "3"})) == 3.0
-    assert _retry_after(Exc({"retry-after-ms": "-1", "retry-after": "2"})) == 2.0
-    assert _retry_after(Exc({})) is None
+    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "3"}) == 0.25
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    assert retry_after_seconds({"retry-after-ms": "-1", "retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}) is None
+    assert retry_after_seconds({"retry-after": "nan"}) is None
+    assert retry_after_seconds({}) is None

@@ -4,67 +4,21 @@ boto3 is imported, and each client created, on first use only, then reused while
 lives. AWS errors become ``ConfigError`` with the parameter or secret named and AWS's own code
 and message (which never carry the secret's value).
 
-botocore logs every response body at DEBUG (logger ``botocore.parsers``), a Secrets Manager
-secret or a decrypted SecureString included. The first client created installs a filter on that
-logger which blanks such bodies, so ``LOG_LEVEL=DEBUG`` never writes a provider's key to the logs.
+The first client created installs ``awswire.install_log_redaction``, so ``LOG_LEVEL=DEBUG`` never
+writes a provider's key to the logs.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import threading
 from typing import Any
 
+from costroute.awswire import CONNECT_TIMEOUT_SECONDS, install_log_redaction
 from costroute.config.cache import ConfigError
-
-# botocore's logger that writes "Response body:\n%r" at DEBUG.
-BOTOCORE_BODY_LOGGER = "botocore.parsers"
-_SECRET_BODY = re.compile(r'"(?:SecretString|SecretBinary)"|"Type"\s*:\s*"SecureString"')
-REDACTED_BODY = "<response body withheld by costroute: it holds a secret>"
-
-
-class SecretBodyFilter(logging.Filter):
-    """Blanks log arguments that are AWS response bodies holding a secret or a SecureString value."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Keep the record, with any secret-holding argument replaced."""
-        args = record.args
-        if isinstance(args, tuple) and any(_holds_secret(arg) for arg in args):
-            record.args = tuple(REDACTED_BODY if _holds_secret(arg) else arg for arg in args)
-        elif isinstance(record.msg, (str, bytes)) and _holds_secret(record.msg):
-            record.msg, record.args = REDACTED_BODY, None
-        return True
-
-
-def _holds_secret(value: Any) -> bool:
-    if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).decode("utf-8", errors="replace")
-    return isinstance(value, str) and _SECRET_BODY.search(value) is not None
-
-
-_BODY_FILTER = SecretBodyFilter()
-
-
-# botocore's and urllib3's DEBUG lines carry request headers: signatures and the session token.
-WIRE_LOGGERS = ("botocore", "boto3", "urllib3")
-
-
-def install_log_redaction() -> None:
-    """Keep AWS wire logs at INFO or above and blank secret bodies (idempotent)."""
-    for name in WIRE_LOGGERS:
-        wire = logging.getLogger(name)
-        if wire.getEffectiveLevel() < logging.INFO:
-            wire.setLevel(logging.INFO)
-    logger = logging.getLogger(BOTOCORE_BODY_LOGGER)
-    if _BODY_FILTER not in logger.filters:
-        logger.addFilter(_BODY_FILTER)
-
 
 # botocore's defaults (60 s to connect, 60 s to read, 3 attempts) would let one slow read outlive
 # the request deadline and API Gateway's 29 s. A read now costs at most
 # (CONNECT + READ) * MAX_ATTEMPTS = 10 s, so the registry and the key together stay under 25 s.
-CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 3.0
 MAX_ATTEMPTS = 2
 

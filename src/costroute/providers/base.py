@@ -9,10 +9,11 @@ the recovery policy understands, and report usage as one ``Usage`` record.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -114,11 +115,11 @@ class Provider(Protocol):
         """None when the model can be called now, else why not."""
         ...
 
-    def unsupported(self, model: Model, params: Mapping[str, Any]) -> str | None:
-        """Why this model cannot take a request with these pass-through fields, or None."""
+    def unsupported(self, model: Model, params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> str | None:
+        """Why this model cannot take a request with these pass-through fields and messages, or None."""
         ...
 
-    def prompt_overhead(self, model: Model, params: Mapping[str, Any]) -> int:
+    def prompt_overhead(self, model: Model, params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> int:
         """Input tokens the provider itself adds to such a request (beyond the messages and tools)."""
         ...
 
@@ -169,6 +170,8 @@ class AdapterDeps:
 
     keys: KeySource
     provider_timeout_s: float
+    # The process environment, for what an SDK reads from it by standard (AWS_REGION and the like).
+    environ: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.perf_counter
     sleep: Callable[[float], None] = time.sleep
     mock_simulate_latency: bool = False
@@ -204,13 +207,29 @@ class Adapter:
         """Nothing beyond the kind."""
         return {}
 
-    def unsupported(self, model: Model, params: Mapping[str, Any]) -> str | None:
-        """Every pass-through field is supported."""
+    def unsupported(self, model: Model, params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> str | None:
+        """Every pass-through field and message is supported."""
         return None
 
-    def prompt_overhead(self, model: Model, params: Mapping[str, Any]) -> int:
+    def prompt_overhead(self, model: Model, params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> int:
         """The provider adds nothing to the prompt."""
         return 0
+
+
+def retry_after_seconds(headers: Mapping[str, Any]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (as the SDKs read them, milliseconds first);
+    None when absent or unusable (an HTTP date, negative, NaN or infinite)."""
+    for name, per_second in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / per_second
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
 
 
 _SECRET_PATTERN = re.compile(r"(sk|key|Bearer)[-_ ][A-Za-z0-9_\-*.]{3,}", re.IGNORECASE)

@@ -210,3 +210,20 @@ def refused_fields(params: Mapping[str, Any], translated: frozenset[str], harmle
 def tool_call_json(use: ToolUse) -> dict[str, Any]:
     """A tool use as an OpenAI ``tool_calls`` entry."""
     return {"id": use.id, "type": "function", "function": {"name": use.name, "arguments": json.dumps(use.input)}}
+
+
+def reserialised_growth(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Bytes by which tool-call arguments grow when parsed and sent as JSON input (``1e5`` becomes
+    ``100000.0``): tokens the prompt bound, which counts the arguments as the caller wrote them, lacks."""
+    growth = 0
+    for message in messages:
+        for call in message.get("tool_calls") or () if message.get("role") == "assistant" else ():
+            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            if not isinstance(arguments, str):
+                continue
+            try:
+                resent = json.dumps(json.loads(arguments or "{}"))
+            except ValueError:
+                continue  # refused by read_conversation before any call
+            growth += max(0, len(resent.encode("utf-8")) - len(arguments.encode("utf-8")))
+    return growth

@@ -24,7 +24,6 @@ only when one of its models is first called.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +44,7 @@ from costroute.providers.base import (
     ProviderError,
     StreamPiece,
     redact,
+    retry_after_seconds,
     with_key_retry,
 )
 
@@ -117,17 +117,15 @@ class OpenAIProvider(Adapter):
     def _make_client(self, key: str | None) -> Any:
         import openai  # deferred: ~0.5 s of imports, paid only when an OpenAI-compatible model is called
 
-        headers: dict[str, Any] = {} if key else {"Authorization": openai.Omit()}
-        client = openai.OpenAI(api_key=key or "", admin_api_key="", base_url=self._base_url, max_retries=0,
-                               default_headers=headers or None)
+        client = openai.OpenAI(api_key=key or "", admin_api_key="", base_url=self._base_url, max_retries=0)
         if not self._spec.builtin:
             # What the SDK read from the environment is meant for OpenAI itself, never for another upstream.
             client.organization = None
             client.project = None
-            client._custom_headers = dict(headers)
+            client._custom_headers = {}
         return client
 
-    def _request_args(self, model: Model, call: ProviderCall) -> dict[str, Any]:
+    def _request_args(self, model: Model, call: ProviderCall, key: str | None) -> dict[str, Any]:
         """The SDK's arguments. The caller's pass-through fields go in ``extra_body``, never as
         keyword arguments: an unknown field would be a TypeError, and the SDK's own ``extra_body``,
         ``extra_headers`` or ``timeout`` from a request body could override the output cap (and so
@@ -138,13 +136,18 @@ class OpenAIProvider(Adapter):
         args[options.max_tokens_field or call.max_tokens_field] = call.max_tokens
         if passthrough:
             args["extra_body"] = passthrough
+        if not key:
+            # A local server that takes no key: send no Authorization header at all.
+            from openai import Omit
+
+            args["extra_headers"] = {"Authorization": Omit()}
         return args
 
     def _complete_once(self, key: str | None, model: Model, call: ProviderCall) -> Completion:
         client = self._clients.for_key(key)
         started = self._deps.clock()
         try:
-            raw = client.chat.completions.with_raw_response.create(**self._request_args(model, call))
+            raw = client.chat.completions.with_raw_response.create(**self._request_args(model, call, key))
             text = raw.text
         except Exception as exc:
             raise _translate(exc, key) from exc
@@ -153,7 +156,7 @@ class OpenAIProvider(Adapter):
 
     def _open_stream(self, key: str | None, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
         client = self._clients.for_key(key)
-        args = self._request_args(model, call)
+        args = self._request_args(model, call, key)
         args.update(stream=True, stream_options={"include_usage": True})
         stream = None
         try:
@@ -330,7 +333,7 @@ def _translate(exc: Exception, key: str | None) -> ProviderError:
         status = exc.status_code
         if status == 429:
             return ProviderError(FailureKind.RATE_LIMITED, message("rate limited by the provider"), status=429,
-                                 retry_after_s=retry_after(exc))
+                                 retry_after_s=retry_after_seconds(exc.response.headers))
         if status == 401:
             return ProviderError(FailureKind.AUTH, "the provider rejected the API key (401)", status=401)
         if status == 403:
@@ -343,7 +346,7 @@ def _translate(exc: Exception, key: str | None) -> ProviderError:
                                  status=413)
         if status >= 500:
             return ProviderError(FailureKind.UPSTREAM, message(f"provider error ({status})"), status=status,
-                                 retry_after_s=retry_after(exc))
+                                 retry_after_s=retry_after_seconds(exc.response.headers))
         return ProviderError(FailureKind.BAD_REQUEST, message(f"the provider refused the request ({status})"),
                              status=status)
     if isinstance(exc, UnicodeError):
@@ -358,23 +361,3 @@ def _translate(exc: Exception, key: str | None) -> ProviderError:
     if isinstance(exc, openai.OpenAIError):
         return ProviderError(FailureKind.UPSTREAM, message("provider call failed"), status=502)
     raise exc
-
-
-def retry_after(exc: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (as the SDKs read them); None when
-    absent or unusable (an HTTP date, negative, NaN or infinite)."""
-    try:
-        headers = exc.response.headers
-    except AttributeError:
-        return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / scale
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    return None

@@ -227,7 +227,7 @@ class RouterService:
                 RequestProblem.NOT_FOUND,
             )
         provider = self._providers.for_model(model, registry)
-        refused = provider.unsupported(model, request.provider_params) if provider is not None else None
+        refused = provider.unsupported(model, request.provider_params, request.raw_messages) if provider else None
         if refused is not None:
             raise InvalidRequest(f"model {model.id} cannot take this request: {refused}", "model")
         return (model,)
@@ -245,7 +245,7 @@ class RouterService:
 
     def _worst_input(self, registry: Registry, model: Model, request: RouteRequest) -> WorstInput:
         provider = self._providers.for_model(model, registry)
-        extra = provider.prompt_overhead(model, request.provider_params) if provider is not None else 0
+        extra = provider.prompt_overhead(model, request.provider_params, request.raw_messages) if provider else 0
         return worst_input(model, request.prompt_bound, extra, request.cache_breakpoints)
 
     def _unavailable(
@@ -271,7 +271,7 @@ class RouterService:
                 provider.availability(model)
                 or self._breakers.skip_reason(model.id)
                 or (None if request.pinned_model else registry.routing_excluded.get(model.id))
-                or provider.unsupported(model, request.provider_params)
+                or provider.unsupported(model, request.provider_params, request.raw_messages)
             )
             if reason is None and budget is not None:
                 worst = self._worst_input(registry, model, request)
