@@ -12,7 +12,8 @@ socket is closed after the response.
 Endpoints
 ---------
 ``POST /v1/chat/completions``
-    Needs ``Authorization: Bearer <api_key>``; otherwise 401 with the OpenAI
+    Needs ``Authorization: Bearer <api_key>`` (any request when ``api_key`` is None, as a local
+    server that takes no key); otherwise 401 with the OpenAI
     error shape ``{"error": {"message", "type", "param", "code"}}`` (the
     message never echoes the key sent).  A body that is not a JSON object with
     a string ``model`` and a list ``messages`` gets 400.  Anything else is
@@ -416,6 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Check the bearer token against the fake's key."""
         auth = self.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
+        if self.server.fake.api_key is None:
+            return True  # a local server that takes no key (Ollama, vLLM)
         return scheme.lower() == "bearer" and token.strip() == self.server.fake.api_key
 
     # ---- routing -------------------------------------------------------------
@@ -686,9 +689,9 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOpenAI:
     """Local fake OpenAI-compatible server on 127.0.0.1; starts serving on construction."""
 
-    def __init__(self, api_key: str = "sk-test-fake-openai") -> None:
+    def __init__(self, api_key: str | None = "sk-test-fake-openai") -> None:
         """Bind 127.0.0.1 on an ephemeral port and serve in a daemon thread."""
-        self.api_key: str = api_key
+        self.api_key: str | None = api_key
         self._lock = threading.Lock()
         self._queue: deque[Behaviour] = deque()
         self._default: Behaviour = Behaviour.ok()
