@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from costroute.core.fields import FieldReader
 from costroute.core.outcome import FailureKind, ProviderError
@@ -230,6 +231,67 @@ def retry_after_seconds(headers: Mapping[str, Any]) -> float | None:
         if math.isfinite(seconds) and seconds >= 0:
             return seconds
     return None
+
+
+class KeyedAdapter(Adapter):
+    """An adapter for an HTTP API reached with a key: one SDK client per key, a 401 re-reads the key once.
+
+    Subclasses set ``default_base_url`` and implement ``_make_client``, ``_complete_once`` and ``_open_stream``.
+    """
+
+    default_base_url = ""
+
+    def __init__(self, spec: ProviderSpec, deps: AdapterDeps) -> None:
+        self._spec = spec
+        self._deps = deps
+        self._base_url = spec.base_url or self.default_base_url
+        self._clients = KeyedClient(self._make_client)
+
+    def availability(self, model: Model) -> str | None:
+        """Unavailable when the provider's key is not configured or cannot be read."""
+        return self._deps.keys.problem()
+
+    def status(self) -> dict[str, Any]:
+        """The upstream's host and whether a client exists."""
+        return {"host": urlsplit(self._base_url).hostname, "client": self._clients.exists}
+
+    def complete(self, model: Model, call: ProviderCall) -> Completion:
+        """The whole answer; a 401 re-reads the key once before giving up."""
+        answer: Completion = with_key_retry(self._deps.keys, call, self._deps.clock,
+                                            lambda key, timed: self._complete_once(key, model, timed), self._spec.name)
+        return answer
+
+    def stream(self, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
+        """Start a streamed call; errors before the first piece are raised here, not mid-stream."""
+        pieces: Iterator[StreamPiece] = with_key_retry(self._deps.keys, call, self._deps.clock,
+                                                       lambda key, timed: self._open_stream(key, model, timed),
+                                                       self._spec.name)
+        return pieces
+
+    def _make_client(self, key: str | None) -> Any:
+        raise NotImplementedError
+
+    def _complete_once(self, key: str | None, model: Model, call: ProviderCall) -> Completion:
+        raise NotImplementedError
+
+    def _open_stream(self, key: str | None, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
+        raise NotImplementedError
+
+
+def malformed(model: Model, what: str, sender: str = "the provider") -> ProviderError:
+    """An answer that is not what the wire promises: an ``upstream`` failure, failed over like a 5xx."""
+    return ProviderError(FailureKind.UPSTREAM, f"{sender} sent a malformed response for {model.id}: {what}", status=502)
+
+
+def token_count(usage: Mapping[str, Any], name: str, model: Model, where: str = "usage",
+                sender: str = "the provider") -> int | None:
+    """A usage field: a non-negative integer, None when absent; anything else makes the answer malformed."""
+    value = usage.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise malformed(model, f"'{where}.{name}' is not a non-negative integer", sender)
+    return value
 
 
 _SECRET_PATTERN = re.compile(r"(sk|key|Bearer)[-_ ][A-Za-z0-9_\-*.]{3,}", re.IGNORECASE)

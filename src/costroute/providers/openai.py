@@ -27,25 +27,24 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from costroute.core.fields import FieldReader
 from costroute.core.registry import Model, ProviderSpec
 from costroute.core.settle import Usage
 from costroute.providers.base import (
-    Adapter,
     AdapterDeps,
     ClosingStream,
     Completion,
     FailureKind,
     FinishReason,
-    KeyedClient,
+    KeyedAdapter,
     ProviderCall,
     ProviderError,
     StreamPiece,
+    malformed,
     redact,
     retry_after_seconds,
-    with_key_retry,
+    token_count,
 )
 
 OPENAI_API_BASE_URL = "https://api.openai.com/v1"
@@ -87,32 +86,10 @@ class OpenAIKind:
 KIND = OpenAIKind()
 
 
-class OpenAIProvider(Adapter):
+class OpenAIProvider(KeyedAdapter):
     """Calls one OpenAI-compatible upstream through the official SDK, one client per key."""
 
-    def __init__(self, spec: ProviderSpec, deps: AdapterDeps) -> None:
-        self._spec = spec
-        self._deps = deps
-        self._base_url = spec.base_url or OPENAI_API_BASE_URL
-        self._clients = KeyedClient(self._make_client)
-
-    def availability(self, model: Model) -> str | None:
-        """Unavailable when the provider's key is not configured or cannot be read."""
-        return self._deps.keys.problem()
-
-    def status(self) -> dict[str, Any]:
-        """The upstream's host and whether a client exists."""
-        return {"host": urlsplit(self._base_url).hostname, "client": self._clients.exists}
-
-    def complete(self, model: Model, call: ProviderCall) -> Completion:
-        """Call chat.completions.create; a 401 re-reads the key once before giving up."""
-        return with_key_retry(self._deps.keys, call, self._deps.clock,  # type: ignore[no-any-return]
-                              lambda key, timed: self._complete_once(key, model, timed), self._spec.name)
-
-    def stream(self, model: Model, call: ProviderCall) -> Iterator[StreamPiece]:
-        """Start a streamed call; errors before the first piece are raised here, not mid-stream."""
-        return with_key_retry(self._deps.keys, call, self._deps.clock,  # type: ignore[no-any-return]
-                              lambda key, timed: self._open_stream(key, model, timed), self._spec.name)
+    default_base_url = OPENAI_API_BASE_URL
 
     def _make_client(self, key: str | None) -> Any:
         import openai  # deferred: ~0.5 s of imports, paid only when an OpenAI-compatible model is called
@@ -176,11 +153,6 @@ def _decode(text: str) -> Any:
         raise ProviderError(FailureKind.UPSTREAM, "the provider sent a malformed response: not JSON", status=502) from exc
 
 
-def _malformed(model: Model, what: str) -> ProviderError:
-    return ProviderError(FailureKind.UPSTREAM, f"the provider sent a malformed response for {model.id}: {what}",
-                         status=502)
-
-
 def _read_completion(data: Any, model: Model, elapsed_ms: float) -> Completion:
     """A chat.completion body, checked field by field."""
     if not isinstance(data, dict):
@@ -223,15 +195,6 @@ def _tool_calls(value: Any, model: Model, where: str) -> tuple[Mapping[str, Any]
     if not isinstance(value, list) or not all(isinstance(call, dict) for call in value):
         raise _malformed(model, f"'{where}' is not an array of objects")
     return tuple(value)
-
-
-def _count(usage: Mapping[str, Any], name: str, model: Model) -> int | None:
-    value = usage.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _malformed(model, f"'usage.{name}' is not a non-negative integer")
-    return value
 
 
 def _read_usage(value: Any, model: Model) -> Usage | None:
@@ -361,3 +324,11 @@ def _translate(exc: Exception, key: str | None) -> ProviderError:
     if isinstance(exc, openai.OpenAIError):
         return ProviderError(FailureKind.UPSTREAM, message("provider call failed"), status=502)
     raise exc
+
+
+def _malformed(model: Model, what: str) -> ProviderError:
+    return malformed(model, what)
+
+
+def _count(usage: Mapping[str, Any], name: str, model: Model) -> int | None:
+    return token_count(usage, name, model)
