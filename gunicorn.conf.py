@@ -18,6 +18,7 @@ GUNICORN_MAX_REQUESTS      0          recycle a worker after this many requests 
 GUNICORN_LOG_LEVEL         info       gunicorn's own log level
 GUNICORN_ACCESS_LOG        (unset)    ``-`` for an access log on stdout, or a file path
 GUNICORN_CONTROL_SOCKET    (unset)    path of gunicorn's control socket (for ``gunicornc``)
+PROMETHEUS_MULTIPROC_DIR   (unset)    directory of prometheus_client's per-worker files (below)
 =========================  =========  ========================================================
 
 Why ``gthread``: a call to an LLM is IO-bound (hundreds of milliseconds to tens of seconds of
@@ -48,11 +49,20 @@ a single request, so keep it above the deadline plus the time a stream may take.
 The control socket (gunicorn 25.1+) is off unless ``GUNICORN_CONTROL_SOCKET`` names a path: its
 default path is one per user, so a second gunicorn on the machine (a test, a benchmark) would
 unlink the first one's socket, and the first to stop would remove the other's.
+
+Prometheus across workers: when ``PROMETHEUS_MULTIPROC_DIR`` is set (prometheus_client's own
+variable; ``make serve`` creates the directory and empties it between runs), every worker writes its
+samples to files there and ``GET /metrics`` merges them all, whichever worker answers. The
+``child_exit`` hook below tells prometheus_client when a worker has exited
+(``multiprocess.mark_process_dead(pid)``), which removes that worker's live gauges; its counters
+and histograms stay, so totals never go backwards after a restart. Without the variable, or
+without prometheus_client installed, the hook does nothing.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 
 def _int(name: str, default: int, minimum: int = 0) -> int:
@@ -95,3 +105,20 @@ else:
 # Workers import the app after forking: each builds its own app, and a crash while importing
 # shows up in the worker's log instead of silently killing the master.
 preload_app = False
+
+
+class _Worker(Protocol):
+    pid: int
+
+
+def child_exit(server: object, worker: _Worker) -> None:
+    """Gunicorn's hook in the master after a worker exited: prometheus_client's bookkeeping for it."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not directory:
+        return
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    # prometheus_client ships types, but not for this function.
+    multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]
