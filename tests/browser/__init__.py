@@ -1,0 +1,1 @@
+"""Browser tests of the playground page (Debian's Chromium, driven by Playwright)."""
