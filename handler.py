@@ -15,7 +15,12 @@ from typing import Any
 import awsgi
 
 from costroute.config.settings import SettingsError
-from costroute.web.native import CALLER_ENVIRON_KEY, REQUEST_ID_ENVIRON_KEY, TIME_LEFT_ENVIRON_KEY
+from costroute.web.context import (
+    CALLER_ENVIRON_KEY,
+    ON_LAMBDA_ENVIRON_KEY,
+    REQUEST_ID_ENVIRON_KEY,
+    TIME_LEFT_ENVIRON_KEY,
+)
 
 logger = logging.getLogger("costroute.handler")
 
@@ -41,6 +46,7 @@ def _application() -> Callable[..., Iterable[bytes]]:
                 environ[TIME_LEFT_ENVIRON_KEY] = remaining() / 1000
             # Who is calling and which request this is come from API Gateway itself, never from a
             # header the client could set.
+            environ[ON_LAMBDA_ENVIRON_KEY] = True
             request_context = (environ.get("awsgi.event") or {}).get("requestContext") or {}
             identity = request_context.get("identity") or {}
             if isinstance(identity, dict) and identity.get("apiKeyId"):

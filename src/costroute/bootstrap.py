@@ -12,21 +12,29 @@ import threading
 import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from costroute import __version__
 from costroute.breaker import CircuitBreakers
 from costroute.config.aws import AwsClients
-from costroute.config.cache import ConfigError
+from costroute.config.budgets_source import budgets_source
+from costroute.config.cache import CachedValue, ConfigError
 from costroute.config.credentials import Secrets, cache_status, key_source
 from costroute.config.registry_source import registry_source
 from costroute.config.settings import Settings
+from costroute.core.budgets import BudgetsDocument
 from costroute.core.registry import Model, ProviderSpec, Registry
+from costroute.observe.record import RequestObserver
 from costroute.providers import KINDS, KindCatalog
 from costroute.providers.base import AdapterDeps, KeySource, Provider
 from costroute.runtime import Runtime
 from costroute.service.router import RouterService
+from costroute.service.spend import SpendGate
+from costroute.stores.base import SpendStore
+
+if TYPE_CHECKING:
+    from costroute.observe.prometheus import PrometheusMetrics
 
 
 class ProviderPool:
@@ -90,12 +98,16 @@ def build_runtime(
     aws_clients: AwsClients | None = None,
     providers: Mapping[str, Provider] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    wall_clock: Callable[[], float] = time.time,
+    spend_store: SpendStore | None = None,
 ) -> Runtime:
     """Wire the service from settings; nothing here touches the network.
 
     ``providers`` replaces the adapters of the providers so named (tests); ``environ`` is the
     process environment as the service sees it (default: the real one): where ``{"env": ...}`` keys
-    are read, and what adapters read by standard (``AWS_REGION``).
+    are read, and what adapters read by standard (``AWS_REGION``). ``wall_clock`` is the time that
+    budget windows and reservations are counted in; ``spend_store`` replaces the store the settings
+    would choose (tests).
     """
     clients = aws_clients or AwsClients()
     registry = registry_source(settings, clients, clock, KINDS)
@@ -105,6 +117,10 @@ def build_runtime(
     keys_environ = ChainMap(seed_key, dict(os.environ) if environ is None else dict(environ))
     pool = ProviderPool(KINDS, secrets, keys_environ, settings, sleep, providers)
     breakers = CircuitBreakers(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds, clock)
+    budgets = budgets_source(settings, clients, clock)
+    gate = None
+    if budgets is not None:
+        gate = SpendGate(budgets.get, spend_store or _spend_store(settings, clients), wall_clock, sleep)
     service = RouterService(
         registry=registry.get,
         providers=pool,
@@ -113,6 +129,7 @@ def build_runtime(
         provider_timeout_seconds=settings.provider_timeout_seconds,
         clock=clock,
         sleep=sleep,
+        spend=gate,
     )
 
     def health() -> dict[str, Any]:
@@ -143,7 +160,56 @@ def build_runtime(
                     status = "degraded"  # the key's first load failed: this provider's models cannot be served
             entry["open_breakers"] = {m: n for m, n in open_breakers.items() if m.startswith(f"{name}:")}
             listed.append(entry)
-        return {"status": status, "version": __version__, "registry": registry_status, "providers": listed,
-                "open_breakers": open_breakers}
+        report = {"status": status, "version": __version__, "registry": registry_status, "providers": listed,
+                  "open_breakers": open_breakers}
+        if budgets is not None:
+            report["budgets"] = budgets_health(budgets, gate)
+            if "error" in report["budgets"]:
+                report["status"] = "degraded"  # requests are refused while the budgets cannot be read
+        return report
 
-    return Runtime(settings=settings, service=service, registry=registry, health=health)
+    observer, metrics = _observers(settings)
+    return Runtime(settings=settings, service=service, registry=registry, health=health, spend=gate,
+                   observer=observer, metrics=metrics)
+
+
+def _observers(settings: Settings) -> tuple[RequestObserver, PrometheusMetrics | None]:
+    """One line per request (EMF on Lambda, readable or JSON locally), and Prometheus metrics when asked for."""
+    from costroute.observe.sinks import CompositeObserver, EmfObserver, LogLineObserver
+
+    if settings.log_format == "emf":
+        # Alone: the EMF document is the request's log line (a second line would count twice in Logs Insights).
+        return CompositeObserver([EmfObserver()]), None
+    observers: list[RequestObserver] = [LogLineObserver("json" if settings.log_format == "json" else "readable")]
+    metrics = None
+    if settings.prometheus_metrics:
+        from costroute.observe.prometheus import PrometheusMetrics, prometheus_available
+
+        if prometheus_available():
+            metrics = PrometheusMetrics()
+            observers.append(metrics)
+    return CompositeObserver(observers), metrics
+
+
+def _spend_store(settings: Settings, clients: AwsClients) -> SpendStore:
+    """DynamoDB when a table is named (Lambda), else the SQLite file (local)."""
+    if settings.spend_table_name:
+        from costroute.stores.dynamodb import DynamoDBStore
+
+        return DynamoDBStore(settings.spend_table_name, lambda: clients.client("dynamodb"))
+    from costroute.stores.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.spend_db_path)
+
+
+def budgets_health(budgets: CachedValue[BudgetsDocument], gate: SpendGate | None) -> dict[str, Any]:
+    """Where the budgets come from, how old, where spend is stored; never a caller's spend."""
+    entry: dict[str, Any] = cache_status(budgets.status())
+    try:
+        document = budgets.get()
+        entry.update(callers=len(document.callers), require_known_callers=document.require_known_callers)
+    except ConfigError as exc:
+        entry["error"] = str(exc)
+    if gate is not None:
+        entry["store"] = type(gate.store).__name__
+    return entry

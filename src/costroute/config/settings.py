@@ -18,6 +18,8 @@ DEFAULT_PROVIDER_TIMEOUT_SECONDS = 20.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BREAKER_FAILURES = 3
 DEFAULT_BREAKER_COOLDOWN_SECONDS = 30.0
+DEFAULT_SPEND_DB_PATH = ".cache/spend.sqlite3"
+LOG_FORMATS = ("readable", "json", "emf")
 # Lambda's longest invocation: no deadline or provider call can sensibly be longer.
 MAX_SECONDS = 900.0
 
@@ -57,6 +59,21 @@ class Settings:
     breaker_failure_threshold: int = DEFAULT_BREAKER_FAILURES
     breaker_cooldown_seconds: float = DEFAULT_BREAKER_COOLDOWN_SECONDS
     log_level: str = "INFO"
+    # Spend control: a budgets document turns it on; DynamoDB when a table is named, else SQLite.
+    budgets_config_json: str | None = None
+    budgets_config_ssm_parameter: str | None = None
+    spend_table_name: str | None = None
+    spend_db_path: str = DEFAULT_SPEND_DB_PATH
+    # readable (make run), json, or emf (Lambda: JSON lines that CloudWatch turns into metrics).
+    log_format: str = "readable"
+    # GET /metrics in Prometheus' format (make serve sets PROMETHEUS_MULTIPROC_DIR, which turns it on).
+    prometheus_metrics: bool = False
+    on_lambda: bool = False
+
+    @property
+    def budgets_configured(self) -> bool:
+        """Whether a budgets document is given."""
+        return bool(self.budgets_config_json or self.budgets_config_ssm_parameter)
 
     @property
     def openai_key_configured(self) -> bool:
@@ -81,7 +98,8 @@ class Settings:
             latency_ms=text("OPENAI_MODEL_LATENCY_MS") or defaults.latency_ms,
             max_output_tokens=text("OPENAI_MODEL_MAX_TOKENS") or defaults.max_output_tokens,
         )
-        return cls(
+        on_lambda = bool(text("AWS_LAMBDA_FUNCTION_NAME"))
+        settings = cls(
             models_config_json=text("MODELS_CONFIG_JSON"),
             models_config_ssm_parameter=text("MODELS_CONFIG_SSM_PARAMETER"),
             models_config_file=text("MODELS_CONFIG_FILE"),
@@ -105,7 +123,18 @@ class Settings:
                 env, "BREAKER_COOLDOWN_SECONDS", DEFAULT_BREAKER_COOLDOWN_SECONDS, minimum=0
             ),
             log_level=_log_level(env),
+            budgets_config_json=text("BUDGETS_CONFIG_JSON"),
+            budgets_config_ssm_parameter=text("BUDGETS_CONFIG_SSM_PARAMETER"),
+            spend_table_name=text("SPEND_TABLE_NAME"),
+            spend_db_path=text("SPEND_DB_PATH") or DEFAULT_SPEND_DB_PATH,
+            log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS, "emf" if on_lambda else "readable"),
+            prometheus_metrics=_flag(env, "PROMETHEUS_METRICS") or bool(text("PROMETHEUS_MULTIPROC_DIR")),
+            on_lambda=on_lambda,
         )
+        if settings.on_lambda and settings.budgets_configured and not settings.spend_table_name:
+            raise SettingsError("BUDGETS_CONFIG_* is set on Lambda but SPEND_TABLE_NAME is not: budgets on Lambda need "
+                                "the DynamoDB table (a SQLite file would be one per container)")
+        return settings
 
 
 def _number(
@@ -132,6 +161,13 @@ def _url(value: str | None, name: str) -> str | None:
     if value is not None and not is_http_url(value):
         raise SettingsError(f"{name} must be an http or https URL with a host, got {value!r}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, options: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in options:
+        raise SettingsError(f"{name} must be one of {', '.join(options)}, got {raw!r}")
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

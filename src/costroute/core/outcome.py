@@ -70,6 +70,7 @@ class ErrorReason(StrEnum):
 
     BUDGET_EXCEEDED = "budget_exceeded"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    UNKNOWN_CALLER = "unknown_caller"
     QUALITY_UNMET = "quality_unmet"
     MODEL_UNAVAILABLE = "model_unavailable"
     NO_MODEL_AVAILABLE = "no_model_available"

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from costroute.breaker import CircuitBreakers
+from costroute.core.budgets import ANONYMOUS
 from costroute.core.estimate import estimate_prompt_tokens
 from costroute.core.outcome import Attempt, ErrorReason, FailureKind, ProviderError, RoutingFailed
 from costroute.core.plan import CallPlan, WorstInput, input_alone_exceeds, plan_call, worst_input
@@ -32,13 +33,26 @@ from costroute.core.selection import (
     select_model,
     sentence,
 )
-from costroute.core.settle import Settlement, settle
+from costroute.core.settle import Settlement, settle, usage_cost
 from costroute.providers.base import Completion, Provider, ProviderCall, StreamPiece
+from costroute.service.spend import BudgetView, RequestSpend, SpendGate, baseline_model
+from costroute.stores.base import LedgerEntry
 
 logger = logging.getLogger("costroute.router")
 
 # Never plan to use the last moments before the platform's own limit.
 DEADLINE_SAFETY_MARGIN_SECONDS = 0.5
+# A request plans again within what its caller has left while concurrent requests keep taking the
+# money, until it fits, nothing fits, or its deadline passes; this bounds the store round trips.
+BUDGET_TRIES = 100
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Which request this is and who sent it: the web layer knows, the router records (ledger, budgets)."""
+
+    request_id: str = ""
+    caller: str = ANONYMOUS
 
 
 class ProviderLookup(Protocol):
@@ -64,6 +78,10 @@ class RouteOutcome:
     provider_ms: float = 0.0
     # The provider failure that ended a stream after it started, if one did.
     stream_error: ProviderError | None = None
+    # Where the caller stands after this request, when budgets exist.
+    budget: BudgetView | None = None
+    # The kind of the serving model's provider (mock, openai, anthropic, bedrock).
+    provider_kind: str | None = None
 
     @property
     def actual_cost_usd(self) -> Decimal | None:
@@ -112,12 +130,15 @@ class _Run:
     waited: set[str] = field(default_factory=set)
     provider_ms: float = 0.0
     last_error: ProviderError | None = None
+    spend: RequestSpend | None = None
+    context: RequestContext = field(default_factory=RequestContext)
 
     def outcome(self, **final: Any) -> RouteOutcome:
         """The frozen account of this run."""
+        spec = self.registry.providers.get(self.model.provider)
         return RouteOutcome(request=self.request, decision=self.decision, model=self.model, plan=self.plan,
                             trace=tuple(self.trace), attempts=tuple(self.attempts), provider_ms=self.provider_ms,
-                            **final)
+                            provider_kind=spec.kind if spec is not None else None, **final)
 
     def failed(self, reason: ErrorReason, message: str, **extra: Any) -> RoutingFailed:
         """A typed failure carrying this run's attempts and trace."""
@@ -136,7 +157,9 @@ class RouterService:
         provider_timeout_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        spend: SpendGate | None = None,
     ) -> None:
+        self._spend = spend
         self._registry = registry
         self._providers = providers
         self._breakers = breakers
@@ -163,24 +186,35 @@ class RouterService:
             limit = min(limit, time_left_s - DEADLINE_SAFETY_MARGIN_SECONDS)
         return max(limit, 0.0)
 
-    def route(self, request: RouteRequest, time_left_s: float | None = None) -> RouteOutcome:
-        """Decide, call (with failover) and settle; a dry run stops after deciding."""
-        run = self._decide(request, time_left_s)
+    def route(self, request: RouteRequest, time_left_s: float | None = None,
+              context: RequestContext | None = None) -> RouteOutcome:
+        """Decide, reserve, call (with failover) and settle; a dry run stops after deciding."""
+        run = self._decide_within_budget(request, time_left_s, context or RequestContext())
         if request.dry_run:
-            return run.outcome()
-        completion = self._call_until_answered(run, streaming=False)
+            return run.outcome(budget=run.spend.view() if run.spend else None)
+        try:
+            completion = self._call_until_answered(run, streaming=False)
+        except BaseException as exc:
+            self._settle_failure(run, exc)
+            raise
         assert isinstance(completion, Completion)
         settlement = settle(run.model, run.plan, completion.usage, _answer_bytes(completion.text, completion.tool_calls),
                             complete=True)
         self._trace_settlement(run, settlement, completion.finish_reason)
-        return run.outcome(completion=completion, settlement=settlement)
+        budget = self._settle_spend(run, settlement, "ok")
+        return run.outcome(completion=completion, settlement=settlement, budget=budget)
 
-    def route_stream(self, request: RouteRequest, time_left_s: float | None = None) -> StreamedRoute:
-        """Decide and start a streamed call; failover happens only before the first piece."""
-        run = self._decide(request, time_left_s)
-        pieces = self._call_until_answered(run, streaming=True)
+    def route_stream(self, request: RouteRequest, time_left_s: float | None = None,
+                     context: RequestContext | None = None) -> StreamedRoute:
+        """Decide, reserve and start a streamed call; failover happens only before the first piece."""
+        run = self._decide_within_budget(request, time_left_s, context or RequestContext())
+        try:
+            pieces = self._call_until_answered(run, streaming=True)
+        except BaseException as exc:
+            self._settle_failure(run, exc)
+            raise
         assert not isinstance(pieces, Completion)
-        opening = run.outcome()
+        opening = run.outcome(budget=run.spend.view() if run.spend else None)
         settled = self._settle_stream(run, pieces)
         # Prime it: once inside its try block, closing it (a client that went away) always runs
         # its cleanup, even before the first piece was asked for.
@@ -189,8 +223,61 @@ class RouterService:
 
     # ---- deciding -------------------------------------------------------------------------------
 
-    def _decide(self, request: RouteRequest, time_left_s: float | None) -> _Run:
+    def _decide_within_budget(self, request: RouteRequest, time_left_s: float | None, context: RequestContext) -> _Run:
+        """Decide, then hold the plan's worst case in the caller's budget, deciding again within what is left."""
         deadline = self._clock() + self.deadline_seconds(time_left_s)
+        spend = None
+        if self._spend is not None:
+            budget = self._spend.admit(context.caller)
+            spend = self._spend.open(budget, context.request_id or f"req-{id(request):x}", self.deadline_seconds(time_left_s))
+        run = self._decide(request, deadline)
+        run.spend, run.context = spend, context
+        if spend is None:
+            return run
+        if request.dry_run:
+            # Shown, not held: a dry run plans within what is left now, and reserves nothing.
+            left = spend.gate.view(spend.budget).tightest_remaining_usd
+            return self._within(run, left, request, deadline) if left is not None else run
+        for _ in range(BUDGET_TRIES):
+            if self._clock() >= deadline:
+                break
+            room = spend.cover(run.plan.worst_case_usd)
+            if room is None:
+                if spend.limited:
+                    run.trace.append(f"Budget: held {format_usd(run.plan.worst_case_usd)} (this call's worst case) for "
+                                     f"caller {_caller_name(spend)}; {_left_text(spend.view())} left after it.")
+                return run
+            run = self._within(run, room, request, deadline)
+        raise run.failed(ErrorReason.DEADLINE_EXCEEDED, "the request's deadline passed while concurrent requests kept "
+                         "taking the caller's budget")
+
+    def _within(self, run: _Run, room: Decimal, request: RouteRequest, deadline: float) -> _Run:
+        """Decide again with the caller's room as the budget, when it is tighter than the request's own."""
+        spend = run.spend
+        assert spend is not None
+        own = request.constraints.max_cost_usd
+        if own is not None and own <= room and run.plan.budget_usd == own:
+            return run
+        line = (f"Budget: caller {_caller_name(spend)} can hold at most {format_usd(room)} now, so the request is "
+                f"planned within {format_usd(room if own is None else min(own, room))}"
+                + (f" (its own max_cost_usd is {format_usd(own)})." if own is not None else "."))
+        if room <= 0:
+            raise spend.exhausted(f"caller {_caller_name(spend)} has no budget left: {_left_text(spend.view())}",
+                                  (*run.trace, line))
+        effective = room if own is None else min(own, room)
+        bounded = dataclasses.replace(request, constraints=dataclasses.replace(request.constraints, max_cost_usd=effective))
+        try:
+            again = self._decide(bounded, deadline)
+        except RoutingFailed as exc:
+            if exc.reason is not ErrorReason.BUDGET_EXCEEDED:
+                raise
+            raise spend.exhausted(f"not even the input fits what caller {_caller_name(spend)} has left "
+                                  f"({format_usd(room)}): {exc.message}", (*exc.trace, line)) from exc
+        again.trace.insert(0, line)
+        again.spend, again.context = spend, run.context
+        return again
+
+    def _decide(self, request: RouteRequest, deadline: float) -> _Run:
         registry = self._registry()
         pool = self._candidate_models(registry, request)
         unavailable, over_budget = self._unavailable(registry, pool, request)
@@ -417,6 +504,28 @@ class RouterService:
         run.decision = decision
         run.model = decision.model
         run.plan = self._plan(run.registry, decision.model, request, run.trace)
+        self._cover_failover(run)
+
+    def _cover_failover(self, run: _Run) -> None:
+        """Hold the next model's worst case; when the budget cannot, plan it within what can be held, or skip it."""
+        spend = run.spend
+        if spend is None:
+            return
+        room = spend.cover(run.plan.worst_case_usd)
+        if room is None:
+            return
+        own = run.request.constraints.max_cost_usd
+        budget = room if own is None else min(own, room)
+        worst = self._worst_input(run.registry, run.model, run.request)
+        plan = plan_call(run.model, worst, run.request.max_tokens, budget)
+        if plan is not None and spend.cover(plan.worst_case_usd) is None:
+            run.trace.append(f"Budget: caller {_caller_name(spend)} can hold at most {format_usd(room)}, so "
+                             f"{run.model.id} is planned within it (max_tokens {plan.max_tokens}).")
+            run.plan = plan
+            return
+        run.trace.append(f"Budget: caller {_caller_name(spend)} cannot hold {run.model.id}'s worst case; skipped.")
+        run.tried[run.model.id] = f"the caller's budget cannot hold its worst case ({format_usd(room)} left)"
+        self._fail_over(run)
 
     # ---- streams and settlement -----------------------------------------------------------------
 
@@ -467,6 +576,8 @@ class RouterService:
                 self._breakers.record_failure(model.id)
             else:
                 self._breakers.release(model.id)
+                # The client went away: what the provider billed for the part it generated is unknown.
+                self._settle_spend(run, settle(model, run.plan, None, 0, complete=False), "client_closed")
         # A client that went away (GeneratorExit) never gets here: nothing more is owed to it.
         text = "".join(texts)
         run.provider_ms += (self._clock() - began) * 1000
@@ -478,7 +589,8 @@ class RouterService:
         settlement = settle(model, run.plan, usage if error is None else None, _answer_bytes(text, tool_calls),
                             complete=error is None)
         self._trace_settlement(run, settlement, completion.finish_reason if error is None else None)
-        yield StreamEnd(run.outcome(completion=completion, settlement=settlement, stream_error=error))
+        budget = self._settle_spend(run, settlement, "ok" if error is None else error.kind.value)
+        yield StreamEnd(run.outcome(completion=completion, settlement=settlement, stream_error=error, budget=budget))
 
     @staticmethod
     def _trace_settlement(run: _Run, settlement: Settlement, finish_reason: str | None) -> None:
@@ -510,6 +622,40 @@ class RouterService:
             logger.warning("%s", message)
         if finish_reason == "length" and run.plan.ceiling_applied:
             run.trace.append("The answer was cut at the cost ceiling's max_tokens (finish_reason 'length').")
+
+    # ---- the caller's money ---------------------------------------------------------------------
+
+    def _settle_spend(self, run: _Run, settlement: Settlement | None, outcome: str) -> BudgetView | None:
+        """Replace the request's reservation by its actual cost and write its ledger entry (when it reached a provider)."""
+        spend = run.spend
+        if spend is None or spend.reservation is None or spend.settled:
+            return None
+        actual = settlement.cost_usd if settlement is not None else Decimal(0)
+        entry = self._ledger_entry(run, spend, settlement, outcome) if run.attempts else None
+        view = spend.settle(actual, entry)
+        if view is not None and spend.limited and settlement is not None:
+            run.trace.append(f"Budget: settled {format_usd(actual)} for caller {_caller_name(spend)}; "
+                             f"{_left_text(view)} left.")
+        return view
+
+    def _settle_failure(self, run: _Run, failure: BaseException) -> None:
+        """A request that failed after its reservation: settle at $0 (errors are not billed), or release the hold."""
+        kind = failure.reason.value if isinstance(failure, RoutingFailed) else "internal_error"
+        self._settle_spend(run, None, kind)
+
+    def _ledger_entry(self, run: _Run, spend: RequestSpend, settlement: Settlement | None, outcome: str) -> LedgerEntry:
+        usage = settlement.usage if settlement is not None else None
+        actual = settlement.cost_usd if settlement is not None else Decimal(0)
+        baseline = baseline_model(spend.gate.document(), run.registry)
+        baseline_cost = usage_cost(baseline, usage)[0] if baseline is not None and usage is not None else Decimal(0)
+        estimate = run.decision.estimate.cost_usd if run.decision.estimate is not None else Decimal(0)
+        return LedgerEntry(
+            request_id=spend.request_id, time=spend.gate.now(), caller=spend.budget.caller, day=spend.periods.day,
+            model=run.model.id, provider=run.model.provider, input_tokens=usage.prompt_tokens if usage else 0,
+            cached_input_tokens=usage.cache_read_tokens if usage else 0,
+            cache_write_tokens=(usage.cache_write_tokens + usage.cache_write_1h_tokens) if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0, estimated_cost_usd=estimate, cost_usd=actual,
+            baseline_cost_usd=baseline_cost, attempts=len(run.attempts), outcome=outcome)
 
     # ---- failures -------------------------------------------------------------------------------
 
@@ -566,3 +712,14 @@ def _answer_bytes(text: str, tool_calls: Any) -> int:
             size += len(str(function.get("name") or "").encode("utf-8"))
             size += len(str(function.get("arguments") or "").encode("utf-8"))
     return size
+
+
+def _caller_name(spend: RequestSpend) -> str:
+    budget = spend.budget
+    return f"'{budget.name}' ({budget.caller})" if budget.name else f"'{budget.caller}'"
+
+
+def _left_text(view: BudgetView) -> str:
+    """What is left in each limited window, for the trace."""
+    parts = [f"{format_usd(w.remaining_usd)} {'today' if w.window.value == 'day' else 'this month'}" for w in view.windows]
+    return " and ".join(parts) if parts else "no limit"

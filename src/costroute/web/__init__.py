@@ -18,10 +18,14 @@ App = Flask
 
 def create_app(runtime: Runtime) -> Flask:
     """A fresh app serving the given runtime."""
+    from costroute.web import context
     from costroute.web.errors import register_error_handlers
+    from costroute.web.metrics import metrics
     from costroute.web.native import native
     from costroute.web.openai_compat import openai_compat
     from costroute.web.openapi import openapi
+    from costroute.web.playground import playground
+    from costroute.web.usage import usage
 
     logging.getLogger("costroute").setLevel(runtime.settings.log_level)
     app = Flask("costroute")
@@ -37,5 +41,9 @@ def create_app(runtime: Runtime) -> Flask:
     app.register_blueprint(native)
     app.register_blueprint(openai_compat)
     app.register_blueprint(openapi)
+    app.register_blueprint(usage)
+    app.register_blueprint(metrics)
+    app.register_blueprint(playground)
     register_error_handlers(app)
+    context.install(app)
     return app

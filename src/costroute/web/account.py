@@ -14,7 +14,7 @@ from costroute.core.estimate import Estimate
 from costroute.core.selection import plain_decimal
 from costroute.core.settle import Usage
 from costroute.service.router import RouteOutcome
-from costroute.web.errors import attempts_json
+from costroute.web.errors import attempts_json, budget_json
 
 
 def usd(amount: Decimal | None) -> float | None:
@@ -76,6 +76,7 @@ def routing_account(outcome: RouteOutcome) -> dict[str, Any]:
         "over_budget": over is not None,
         "over_budget_usd": usd(over),
         "attempts": attempts_json(outcome.attempts),
+        "budget": budget_json(outcome.budget) if outcome.budget is not None else None,
     }
 
 
@@ -108,6 +109,10 @@ def route_headers(outcome: RouteOutcome, overhead_ms: float, final: bool) -> dic
         "x-route-attempts": str(len(outcome.attempts)),
         "x-route-overhead-ms": f"{max(0.0, overhead_ms):.3f}",
     }
+    left = outcome.budget.tightest_remaining_usd if outcome.budget is not None else None
+    if left is not None:
+        # After this request when final; with a stream, after holding its worst case.
+        headers["x-route-budget-remaining-usd"] = usd_text(left)
     if final:
         headers["x-route-cost-usd"] = usd_text(outcome.actual_cost_usd)
         settlement = outcome.settlement

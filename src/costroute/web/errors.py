@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from costroute.config.cache import ConfigError
 from costroute.core.outcome import Attempt, ErrorReason, RoutingFailed
 from costroute.core.requests import InvalidRequest, RequestProblem
+from costroute.service.spend import BudgetView
 
 logger = logging.getLogger("costroute.web")
 
 STATUS_BY_REASON: dict[ErrorReason, int] = {
     ErrorReason.BUDGET_EXCEEDED: 402,
     ErrorReason.BUDGET_EXHAUSTED: 402,
+    ErrorReason.UNKNOWN_CALLER: 401,
     ErrorReason.QUALITY_UNMET: 422,
     ErrorReason.MODEL_UNAVAILABLE: 503,
     ErrorReason.NO_MODEL_AVAILABLE: 503,
@@ -56,11 +59,13 @@ _TYPE_BY_STATUS = {
 
 def error_response(
     status: int, error_type: str, message: str, param: str | None = None, code: str | None = None,
-    retry_after_s: float | None = None, **extra: Any,
+    retry_after_s: float | None = None, extra: Mapping[str, Any] | None = None,
 ) -> Response:
-    """A JSON error response in the one shape, with the retry advice its status calls for."""
+    """A JSON error response in the one shape (``extra`` fields added inside ``error``), with the retry advice
+    its status calls for."""
     body: dict[str, Any] = {"error": {"type": error_type, "message": message, "param": param, "code": code or error_type}}
-    body["error"].update(extra)
+    body["error"].update(extra or {})
+    g.error_type = error_type
     response = jsonify(body)
     response.status_code = status
     if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s >= 0:
@@ -85,6 +90,21 @@ def attempts_json(attempts: tuple[Attempt, ...] | list[Attempt]) -> list[dict[st
     ]
 
 
+def budget_json(view: BudgetView) -> dict[str, Any]:
+    """Where a caller stands, as the answer's ``budget`` object."""
+    left = view.tightest_remaining_usd
+    return {
+        "caller": view.caller,
+        "name": view.name,
+        "remaining_usd": None if left is None else float(left),
+        "windows": [
+            {"window": w.window.value, "period": w.period, "limit_usd": float(w.limit_usd),
+             "spent_usd": float(w.committed_usd), "remaining_usd": float(w.remaining_usd), "resets_at": w.resets_at}
+            for w in view.windows
+        ],
+    }
+
+
 def register_error_handlers(app: Flask) -> None:
     """Map our error types and every HTTP error to the one JSON shape."""
 
@@ -100,14 +120,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RoutingFailed)
     def _routing(exc: RoutingFailed) -> Response:
+        g.failure = exc
+        details = {name: budget_json(value) if isinstance(value, BudgetView) else value
+                   for name, value in exc.details.items()}
         return error_response(
             STATUS_BY_REASON[exc.reason],
             exc.reason.value,
             exc.message,
             retry_after_s=exc.retry_after_s,
-            attempts=attempts_json(exc.attempts),
-            decision_trace=list(exc.trace),
-            **exc.details,
+            extra={"attempts": attempts_json(exc.attempts), "decision_trace": list(exc.trace), **details},
         )
 
     @app.errorhandler(HTTPException)

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from costroute.core.requests import decode_json_body, parse_route_body
-from costroute.runtime import Runtime
 from costroute.service.router import RouteOutcome
 from costroute.web.account import candidates_json, routing_account, usage_json, usd
+from costroute.web.context import route_context, runtime, time_left_s
 
 native = Blueprint("native", __name__)
-
-# Set by handler.py's WSGI wrapper on Lambda: seconds the invocation has left, the API key's id
-# (the caller) and API Gateway's request id.
-TIME_LEFT_ENVIRON_KEY = "costroute.time_left_s"
-CALLER_ENVIRON_KEY = "costroute.caller"
-REQUEST_ID_ENVIRON_KEY = "costroute.request_id"
-
-
-def runtime() -> Runtime:
-    """The runtime wired for this app."""
-    found: Runtime = current_app.extensions["costroute"]
-    return found
 
 
 def read_json_body() -> Any:
@@ -37,12 +25,6 @@ def read_json_body() -> Any:
     if len(raw) > limit:
         abort(413)
     return decode_json_body(raw)
-
-
-def time_left_s() -> float | None:
-    """Seconds the platform gives this request, when it says (Lambda); else None."""
-    value = request.environ.get(TIME_LEFT_ENVIRON_KEY)
-    return float(value) if value is not None else None
 
 
 @native.get("/health")
@@ -87,7 +69,8 @@ def models() -> Response:
 def route() -> Response:
     """Pick the cheapest model that meets the constraints, call it, and explain the choice."""
     route_request = parse_route_body(read_json_body())
-    outcome = runtime().service.route(route_request, time_left_s())
+    outcome = runtime().service.route(route_request, time_left_s(), route_context())
+    g.outcome = outcome
     return jsonify(route_result_json(outcome))
 
 

@@ -15,15 +15,16 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, g, request, stream_with_context
 
 from costroute.core.registry import AmbiguousModel
 from costroute.core.requests import AUTO_MODEL, ROUTING_FIELDS, parse_chat_body
 from costroute.providers.base import Completion, StreamPiece
 from costroute.service.router import RouteOutcome, StreamEnd
 from costroute.web.account import route_headers, routing_account
+from costroute.web.context import elapsed_ms, observe, route_context, runtime, time_left_s
 from costroute.web.errors import error_response
-from costroute.web.native import read_json_body, runtime, time_left_s
+from costroute.web.native import read_json_body
 
 openai_compat = Blueprint("openai_compat", __name__, url_prefix="/v1")
 
@@ -92,18 +93,22 @@ def retrieve_model(model_id: str) -> Response:
 @openai_compat.post("/chat/completions")
 def chat_completions() -> Response:
     """Route (model "auto") or call a pinned model, answering as OpenAI does."""
-    began = time.perf_counter()
-    chat = parse_chat_body(read_json_body(), header_routing(), HEADER_NAMES)
+    body_json = read_json_body()
+    if isinstance(body_json, dict) and isinstance(body_json.get("model"), str):
+        g.requested_model = body_json["model"]
+    chat = parse_chat_body(body_json, header_routing(), HEADER_NAMES)
     service = runtime().service
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if chat.stream:
-        streamed = service.route_stream(chat.route, time_left_s())
+        streamed = service.route_stream(chat.route, time_left_s(), route_context())
         opening = streamed.opening
-        headers = route_headers(opening, (time.perf_counter() - began) * 1000 - opening.provider_ms, final=False)
+        g.streaming = True
+        headers = route_headers(opening, elapsed_ms() - opening.provider_ms, final=False)
         body = _sse(opening, streamed.pieces, completion_id, created, chat.include_usage)
         return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
-    outcome = service.route(chat.route, time_left_s())
+    outcome = service.route(chat.route, time_left_s(), route_context())
+    g.outcome = outcome
     completion = outcome.completion
     assert completion is not None
     answer = {
@@ -117,8 +122,7 @@ def chat_completions() -> Response:
         "usage": openai_usage(outcome),
         "routing": routing_account(outcome),
     }
-    overhead = (time.perf_counter() - began) * 1000 - outcome.provider_ms
-    return _json_response(answer, headers=route_headers(outcome, overhead, final=True))
+    return _json_response(answer, headers=route_headers(outcome, elapsed_ms() - outcome.provider_ms, final=True))
 
 
 def _message(completion: Completion) -> dict[str, Any]:
@@ -167,10 +171,12 @@ def _sse(
     def event(body: dict[str, Any]) -> str:
         return f"data: {json.dumps(body)}\n\n"
 
+    final, ended = opening, False
     try:
         yield event(payload({"role": "assistant", "content": ""}))
         for item in pieces:
             if isinstance(item, StreamEnd):
+                final, ended = item.outcome, True
                 yield from _closing_events(item.outcome, payload, event, include_usage)
                 return
             delta: dict[str, Any] = {}
@@ -187,6 +193,8 @@ def _sse(
         close = getattr(pieces, "close", None)
         if callable(close):
             close()
+        error = final.stream_error
+        observe(200, "client_closed" if not ended else None if error is None else "upstream_error", final)
 
 
 def _closing_events(outcome: RouteOutcome, payload: Any, event: Any, include_usage: bool) -> Iterator[str]:

@@ -146,6 +146,27 @@ _MODEL_OBJECT = {
                    "owned_by": {"type": "string", "description": "The model's provider"}},
 }
 
+_AMOUNTS = {name: {"type": "number"} for name in ("cost_usd", "baseline_cost_usd", "saved_usd")}
+_EXACT = {f"{name}_exact": {"type": "string", "description": "the exact amount, plain decimal"} for name in _AMOUNTS}
+_TOTALS: dict[str, Any] = {"type": "object", "properties": {
+    "requests": {"type": "integer"}, **_AMOUNTS, **_EXACT, "input_tokens": {"type": "integer"},
+    "cached_input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}}
+_BUDGET = {"type": "object", "properties": {
+    "caller": {"type": "string"}, "name": {"type": ["string", "null"]}, "remaining_usd": {"type": ["number", "null"]},
+    "windows": {"type": "array", "items": {"type": "object", "properties": {
+        "window": {"enum": ["day", "month"]}, "period": {"type": "string"}, "limit_usd": {"type": "number"},
+        "spent_usd": {"type": "number"}, "remaining_usd": {"type": "number"},
+        "resets_at": {"type": "string", "format": "date-time"}}}}}}
+_USAGE = {"type": "object", "required": ["caller", "scope", "from", "to", "group_by", "totals", "groups", "budget"],
+          "properties": {
+              "caller": {"type": "string"}, "scope": {"enum": ["caller", "all"]}, "from": {"type": "string"},
+              "to": {"type": "string"}, "group_by": {"enum": ["day", "model", "caller"]},
+              "baseline_model": {"type": ["string", "null"]}, "totals": _TOTALS,
+              "groups": {"type": "array", "items": {**_TOTALS, "properties": {
+                  **_TOTALS["properties"], "key": {"type": "string"},
+                  "by_model": {"type": "object", "description": "group_by=day: cost and requests per model"}}}},
+              "budget": _BUDGET}}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Costroute", "version": __version__, "description": "A cost-aware LLM router."},
@@ -236,7 +257,33 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": _ok("Model", _MODEL_OBJECT), **_errors(400, 404)},
             }
         },
+        "/usage": {
+            "get": {
+                "summary": "Spend from the ledger's pre-aggregated counters: totals, groups, the savings against a "
+                           "baseline model, and the caller's budget (a caller sees its own; an admin everyone's)",
+                "parameters": [
+                    {"name": "from", "in": "query", "required": False,
+                     "schema": {"type": "string", "format": "date"}, "description": "First day (UTC), inclusive"},
+                    {"name": "to", "in": "query", "required": False,
+                     "schema": {"type": "string", "format": "date"}, "description": "Last day (UTC), inclusive"},
+                    {"name": "group_by", "in": "query", "required": False,
+                     "schema": {"enum": ["day", "model", "caller"]}},
+                    {"name": "caller", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "Admins only: one caller's usage"},
+                ],
+                "responses": {"200": _ok("Usage", _USAGE), **_errors(400, 401, 403, 404, 503)},
+            }
+        },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _ok("OpenAPI document")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (make serve); 404 where they are not enabled",
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {}}}, **_errors(404)}}},
+        "/": {"get": {"summary": "The playground page (HTML; holds no data, so no API key on API Gateway)",
+                      "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
+        "/assets/{filename}": {"get": {
+            "summary": "The playground's CSS and JavaScript",
+            "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The file"}, **_errors(404)}}},
     },
     "components": {
         "schemas": {

@@ -1,0 +1,211 @@
+"""One request's money: the caller's budget, the reservation that holds the call's worst case, settlement.
+
+The router asks ``RequestSpend.cover`` to hold a plan's worst case before every call; when the
+store refuses, ``cover`` says how much this request could hold now (what it already holds plus
+what is left in the tightest window), and the router plans again within that. After the call
+(success, failure, or a stream that ended any way), ``settle`` replaces the reservation by the
+actual cost and writes the ledger entry. A settlement write that fails is retried, then logged
+with the whole entry (never any text), so it can be reconciled: the ledger stays the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from costroute.core.budgets import (
+    BudgetsDocument,
+    CallerBudget,
+    Committed,
+    Periods,
+    Window,
+    periods_at,
+    remaining,
+    reset_time,
+    seconds_until_reset,
+    tightest,
+)
+from costroute.core.outcome import ErrorReason, RoutingFailed
+from costroute.core.registry import Model, Registry
+from costroute.stores.base import LedgerEntry, Reservation, SpendStore, StoreUnavailable
+
+logger = logging.getLogger("costroute.spend")
+
+SETTLE_TRIES = 3
+SETTLE_BACKOFF_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class WindowView:
+    """Where a caller stands in one window."""
+
+    window: Window
+    period: str
+    limit_usd: Decimal
+    committed_usd: Decimal
+    remaining_usd: Decimal
+    resets_at: str
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    """Where a caller stands, window by window (the answer's ``budget`` object)."""
+
+    caller: str
+    name: str | None
+    windows: tuple[WindowView, ...]
+
+    @property
+    def tightest_remaining_usd(self) -> Decimal | None:
+        """What is left in the tightest window, or None when no window is limited."""
+        return min((w.remaining_usd for w in self.windows), default=None)
+
+
+def view_of(budget: CallerBudget, periods: Periods, committed: Committed, now: float) -> BudgetView:
+    """The budget view for what is committed now."""
+    left = remaining(budget.limits, committed)
+    windows = tuple(
+        WindowView(window, periods.of(window), limit, committed.of(window), left[window], reset_time(window, now))
+        for window in Window if (limit := budget.limits.of(window)) is not None
+    )
+    return BudgetView(budget.caller, budget.name, windows)
+
+
+def baseline_model(document: BudgetsDocument, registry: Registry) -> Model | None:
+    """The model the router's savings are measured against: the document's, else the best (then dearest) model."""
+    if document.baseline_model is not None:
+        named = registry.get(document.baseline_model)
+        if named is not None:
+            return named
+    return max(registry.models, key=lambda m: (m.quality, m.input_cost_per_1k + m.output_cost_per_1k, m.id), default=None)
+
+
+class SpendGate:
+    """Budgets and the spend store, for the router."""
+
+    def __init__(
+        self,
+        budgets: Callable[[], BudgetsDocument],
+        store: SpendStore,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._budgets = budgets
+        self.store = store
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+
+    def document(self) -> BudgetsDocument:
+        """The current budgets document (raises ConfigError when it cannot be loaded)."""
+        return self._budgets()
+
+    def now(self) -> float:
+        """Wall-clock time, in epoch seconds."""
+        return self._wall_clock()
+
+    def admit(self, caller: str) -> CallerBudget:
+        """The caller's budget; an unknown caller is refused when only known callers are admitted."""
+        budget = self._budgets().budget_of(caller)
+        if budget is None:
+            raise RoutingFailed(ErrorReason.UNKNOWN_CALLER, f"caller '{caller}' is not in the budgets document, and "
+                                "require_known_callers admits only the callers it lists")
+        return budget
+
+    def open(self, budget: CallerBudget, request_id: str, deadline_seconds: float) -> RequestSpend:
+        """The spend of one request, whose reservation expires with its deadline."""
+        now = self._wall_clock()
+        return RequestSpend(self, budget, request_id, periods_at(now), now + deadline_seconds)
+
+    def view(self, budget: CallerBudget) -> BudgetView:
+        """Where the caller stands now (one read)."""
+        now = self._wall_clock()
+        periods = periods_at(now)
+        return view_of(budget, periods, self.store.committed(budget.caller, periods, now), now)
+
+    def settle(self, reservation: Reservation, actual: Decimal, entry: LedgerEntry | None) -> None:
+        """Settle, retrying a failed write; a settlement that cannot be written is logged whole."""
+        for attempt in range(1, SETTLE_TRIES + 1):
+            try:
+                self.store.settle(reservation, actual, entry, self._wall_clock())
+                return
+            except StoreUnavailable as exc:
+                if attempt == SETTLE_TRIES:
+                    logger.error("settlement of request %s could not be written after %d tries (%s); reconcile from "
+                                 "this line: reservation %s of %s for caller %s, actual cost %s, ledger entry %r",
+                                 reservation.id, SETTLE_TRIES, exc, reservation.id, reservation.amount,
+                                 reservation.caller, actual, entry)
+                    return
+                logger.warning("settlement of request %s failed (%s); retrying", reservation.id, exc)
+                self._sleep(SETTLE_BACKOFF_SECONDS * attempt)
+
+
+class RequestSpend:
+    """The money of one request: its budget, and the reservation holding its current plan's worst case."""
+
+    def __init__(self, gate: SpendGate, budget: CallerBudget, request_id: str, periods: Periods,
+                 expires_at: float) -> None:
+        self.gate = gate
+        self.budget = budget
+        self.request_id = request_id
+        self.periods = periods
+        self.expires_at = expires_at
+        self.reservation: Reservation | None = None
+        self.committed_at_reserve = Committed()
+        self.refusal: Committed | None = None
+        self.settled = False
+
+    @property
+    def limited(self) -> bool:
+        """Whether any of the caller's windows has a limit."""
+        return self.budget.limits.limited
+
+    def cover(self, worst_case_usd: Decimal) -> Decimal | None:
+        """Hold ``worst_case_usd``; None when held, else the most this request can hold now."""
+        now = self.gate.now()
+        store = self.gate.store
+        if self.reservation is None:
+            outcome = store.reserve(self.budget.caller, self.periods, self.budget.limits, worst_case_usd,
+                                    self.request_id, self.expires_at, now)
+        elif worst_case_usd == self.reservation.amount:
+            return None
+        else:
+            outcome = store.resize(self.reservation, worst_case_usd, self.budget.limits, now)
+        if outcome.reservation is not None:
+            self.reservation = outcome.reservation
+            self.committed_at_reserve = outcome.committed
+            self.refusal = None
+            return None
+        self.refusal = outcome.committed
+        held = self.reservation.amount if self.reservation is not None else Decimal(0)
+        left = tightest(remaining(self.budget.limits, outcome.committed))
+        return held + (left[1] if left is not None else Decimal(0))
+
+    def exhausted(self, message: str, trace: tuple[str, ...]) -> RoutingFailed:
+        """The 402 when not even the input fits what is left: Retry-After is the binding window's reset."""
+        now = self.gate.now()
+        committed = self.refusal or self.committed_at_reserve
+        left = remaining(self.budget.limits, committed)
+        binding = tightest(left)
+        window = binding[0] if binding is not None else Window.DAY
+        view = view_of(self.budget, self.periods, committed, now)
+        return RoutingFailed(
+            ErrorReason.BUDGET_EXHAUSTED, message, trace=trace, retry_after_s=seconds_until_reset(window, now),
+            details={"budget": view},
+        )
+
+    def settle(self, actual: Decimal, entry: LedgerEntry | None) -> BudgetView | None:
+        """Replace the reservation by the actual cost (once); where the caller stands after it."""
+        if self.settled or self.reservation is None:
+            return None
+        self.settled = True
+        self.gate.settle(self.reservation, actual, entry)
+        held = self.reservation.amount
+        after = Committed(self.committed_at_reserve.day - held + actual, self.committed_at_reserve.month - held + actual)
+        return view_of(self.budget, self.periods, after, self.gate.now())
+
+    def view(self) -> BudgetView:
+        """Where the caller stands with this request's reservation held."""
+        return view_of(self.budget, self.periods, self.committed_at_reserve, self.gate.now())
