@@ -14,6 +14,8 @@ import logging
 import re
 from typing import Any
 
+from costroute.wirelogs import hold_at_info
+
 # A boto3 client never waits longer than this to connect: a slow connect is a dead endpoint.
 CONNECT_TIMEOUT_SECONDS = 2.0
 
@@ -51,10 +53,7 @@ WIRE_LOGGERS = ("botocore", "boto3", "urllib3")
 
 def install_log_redaction() -> None:
     """Keep AWS wire logs at INFO or above and blank secret bodies (idempotent)."""
-    for name in WIRE_LOGGERS:
-        wire = logging.getLogger(name)
-        if wire.getEffectiveLevel() < logging.INFO:
-            wire.setLevel(logging.INFO)
+    hold_at_info(WIRE_LOGGERS)
     logger = logging.getLogger(BOTOCORE_BODY_LOGGER)
     if _BODY_FILTER not in logger.filters:
         logger.addFilter(_BODY_FILTER)

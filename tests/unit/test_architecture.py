@@ -34,10 +34,11 @@ HOMES = {
 LAYERS: dict[str, set[str]] = {
     "core": {"core"},
     "breaker": {"breaker"},
-    "awswire": {"awswire"},
+    "wirelogs": {"wirelogs"},
+    "awswire": {"awswire", "wirelogs"},
     "observe": {"observe", "core"},
     "stores": {"stores", "core"},
-    "providers": {"providers", "awswire", "core"},
+    "providers": {"providers", "awswire", "wirelogs", "core"},
     "config": {"config", "providers", "awswire", "core"},
     "service": {"service", "providers", "stores", "breaker", "core"},
     "runtime": {"runtime", "service", "config", "observe", "core"},

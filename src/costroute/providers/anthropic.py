@@ -100,6 +100,7 @@ from costroute.providers.chat_translation import (
     tool_call_json,
     tool_choice,
 )
+from costroute.wirelogs import ANTHROPIC_WIRE_LOGGERS, hold_at_info
 
 ANTHROPIC_API_BASE_URL = "https://api.anthropic.com"
 # The Messages API version the pinned SDK (2.x) sends in ``anthropic-version``.
@@ -174,6 +175,8 @@ class AnthropicProvider(KeyedAdapter):
 
     def _make_client(self, key: str | None) -> Any:
         import anthropic  # deferred: the SDK and its types are paid for only when an Anthropic model is called
+
+        hold_at_info(ANTHROPIC_WIRE_LOGGERS)  # at DEBUG the SDK logs each request's messages
 
         # An explicit api_key and base_url keep the SDK from its environment variables and profiles.
         client = anthropic.Anthropic(api_key=key or "", base_url=self._base_url, max_retries=0, webhook_key="",

@@ -46,6 +46,7 @@ from costroute.providers.base import (
     retry_after_seconds,
     token_count,
 )
+from costroute.wirelogs import OPENAI_WIRE_LOGGERS, hold_at_info
 
 OPENAI_API_BASE_URL = "https://api.openai.com/v1"
 MAX_TOKENS_FIELDS: tuple[str, ...] = ("max_tokens", "max_completion_tokens")
@@ -93,6 +94,8 @@ class OpenAIProvider(KeyedAdapter):
 
     def _make_client(self, key: str | None) -> Any:
         import openai  # deferred: ~0.5 s of imports, paid only when an OpenAI-compatible model is called
+
+        hold_at_info(OPENAI_WIRE_LOGGERS)  # at DEBUG the SDK logs each request's messages
 
         client = openai.OpenAI(api_key=key or "", admin_api_key="", base_url=self._base_url, max_retries=0)
         if not self._spec.builtin:

@@ -59,6 +59,11 @@ def time_left_s() -> float | None:
     return float(value) if value is not None else None
 
 
+# Probes and scrapes are not traffic: counted, a load balancer's health checks and Prometheus' own
+# scrapes would swamp the request and error counts, and write a line every few seconds.
+UNOBSERVED_PATHS = frozenset({"/health", "/metrics"})
+
+
 def elapsed_ms() -> float:
     """Milliseconds since the request arrived."""
     started: float = g.started
@@ -77,7 +82,7 @@ def install(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["x-request-id"] = request_id()
-        if not g.get("streaming"):
+        if not g.get("streaming") and request.path not in UNOBSERVED_PATHS:
             observe(response.status_code, g.get("error_type"))
         return response
 
