@@ -28,7 +28,7 @@ from costroute.core.budgets import periods_at
 from costroute.stores.sqlite import SQLiteStore
 from tests.atomic_moto import atomic_dynamodb
 from tests.conftest import FakeClock
-from tests.fakes.fake_openai import FakeOpenAI, spend_all
+from tests.fakes.fake_openai import FakeOpenAI, cut_stream, spend_all
 from tests.integration.servers import FAKE_KEY, fake_openai, serving  # noqa: F401
 
 D = Decimal
@@ -300,6 +300,62 @@ def test_a_killed_calls_reservation_stops_counting_after_its_deadline(
     assert chat(client).status_code == 402
     wall.now += 21
     assert chat(client).status_code == 200
+
+
+def _stream(client: Any, **body: Any) -> Any:
+    return client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {TOKEN}"}, buffered=False,
+                       json={"model": "auto", "messages": HI, "stream": True, **body})
+
+
+def _events(response: Any) -> list[dict[str, Any]]:
+    text = b"".join(response.response).decode()
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
+def test_a_stream_holds_its_worst_case_while_it_runs_and_settles_its_actual_cost_when_it_ends(
+    build: Callable[..., Flask], tmp_path: Path, wall: WallClock
+) -> None:
+    app = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.01}}))
+    client = app.test_client()
+    store = SQLiteStore(str(tmp_path / "spend.db"))
+    day = periods_at(wall.now)
+    response = _stream(client, stream_options={"include_usage": True})
+    assert store.committed(LOCAL_CALLER, day, wall.now).day == WORST  # held before the first piece is read
+    routing = _events(response)[-1]["routing"]
+    cost = D(repr(routing["actual_cost_usd"]))
+    assert MIN_COST < cost < WORST
+    assert store.committed(LOCAL_CALLER, day, wall.now).day == cost  # the hold became the actual cost
+    assert [(entry.cost_usd, entry.outcome) for entry in store.ledger(LOCAL_CALLER, day.day, day.day)] == [(cost, "ok")]
+    assert D(repr(routing["budget"]["windows"][0]["remaining_usd"])) == D("0.01") - cost
+
+
+def test_a_client_that_goes_away_mid_stream_is_charged_the_worst_case(
+    build: Callable[..., Flask], tmp_path: Path, wall: WallClock
+) -> None:
+    app = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.01}}))
+    response = _stream(app.test_client())
+    chunks = iter(response.response)
+    next(chunks), next(chunks)  # the role, then the first words: the answer is under way
+    response.close()  # the client hangs up
+    store = SQLiteStore(str(tmp_path / "spend.db"))
+    day = periods_at(wall.now)
+    # What the provider billed for the part it generated is unknown: the worst case it could have been.
+    assert store.committed(LOCAL_CALLER, day, wall.now).day == WORST
+    assert [(entry.cost_usd, entry.outcome) for entry in store.ledger(LOCAL_CALLER, day.day, day.day)] == [
+        (WORST, "client_closed")]
+
+
+def test_a_stream_cut_by_the_upstream_is_charged_the_worst_case(
+    build: Callable[..., Flask], fake_openai: FakeOpenAI, tmp_path: Path, wall: WallClock  # noqa: F811
+) -> None:
+    app = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.01}}))
+    fake_openai.enqueue(cut_stream(after_words=3))
+    events = _events(_stream(app.test_client()))
+    assert events[-1]["error"]["type"] == "upstream_error"
+    store = SQLiteStore(str(tmp_path / "spend.db"))
+    day = periods_at(wall.now)
+    assert store.committed(LOCAL_CALLER, day, wall.now).day == WORST
+    assert D(repr(events[-1]["routing"]["budget"]["windows"][0]["remaining_usd"])) == D("0.01") - WORST
 
 
 def test_unknown_callers_are_refused_when_only_known_ones_are_admitted(build: Callable[..., Flask]) -> None:
