@@ -571,7 +571,7 @@ def test_each_error_code(build: Callable[..., Flask], bedrock: FakeBedrock, code
         if code == "AccessDeniedException":
             action = "bedrock:InvokeModelWithResponseStream" if stream else "bedrock:InvokeModel"
             assert f"the function's role may not call {action} on {HAIKU} in us-east-1" in error["message"]
-            assert "BedrockModelIds" in error["message"]
+            assert "BedrockFoundationModelIds" in error["message"]
         if code == "ResourceNotFoundException":
             assert f"Bedrock has no model {HAIKU} in us-east-1: enable model access or check the id" in error["message"]
         if code == "ValidationException":

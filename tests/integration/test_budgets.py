@@ -261,14 +261,56 @@ def test_a_caller_with_little_left_still_gets_an_answer_that_costs_at_most_that(
 def test_when_not_even_the_input_fits_it_is_a_402_with_retry_after_the_windows_reset(
     build: Callable[..., Flask], wall: WallClock
 ) -> None:
-    client = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.00002}})).test_client()
-    response = chat(client)
+    client = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.0005}})).test_client()
+    while (response := chat(client)).status_code == 200:
+        pass
     assert response.status_code == 402
     error = response.get_json()["error"]
     assert error["type"] == "budget_exhausted"
     assert int(response.headers["Retry-After"]) == 12 * 3600  # noon to midnight UTC
     assert response.headers["x-should-retry"] == "false"
+    assert D(repr(error["budget"]["windows"][0]["remaining_usd"])) < MIN_COST
+
+
+def test_retry_after_waits_for_every_window_that_blocks(build: Callable[..., Flask], wall: WallClock) -> None:
+    client = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.0005, "monthly_usd": 0.0005}})).test_client()
+    while (response := chat(client)).status_code == 200:
+        pass
+    # Both windows are spent alike: midnight resets the day, but the month still blocks until 1 January.
+    assert int(response.headers["Retry-After"]) == 31 * 86400 - 12 * 3600
+
+
+def test_a_call_that_could_never_fit_the_whole_limit_is_budget_exceeded_without_retry_after(
+    build: Callable[..., Flask]
+) -> None:
+    client = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.00002}})).test_client()
+    response = chat(client)  # the least call costs $0.000024: no reset ever makes room for it
+    assert response.status_code == 402
+    error = response.get_json()["error"]
+    assert error["type"] == "budget_exceeded" and "whole daily limit of $0.00002" in error["message"]
+    assert "Retry-After" not in response.headers and response.headers["x-should-retry"] == "false"
     assert error["budget"]["windows"][0]["remaining_usd"] == 0.00002
+
+
+def test_a_dry_run_shows_what_the_caller_has_spent(build: Callable[..., Flask]) -> None:
+    client = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.01}})).test_client()
+    cost = D(chat(client).headers["x-route-cost-usd"])
+    dry = client.post("/route", json={"input": "hi", "dry_run": True}, headers={"Authorization": f"Bearer {TOKEN}"})
+    window = dry.get_json()["budget"]["windows"][0]
+    assert D(repr(window["spent_usd"])) == cost and D(repr(window["remaining_usd"])) == D("0.01") - cost
+
+
+def test_a_spend_store_that_cannot_be_reached_is_a_503_and_no_call_is_made(
+    make_app: Callable[..., Flask], fake_openai: FakeOpenAI, tmp_path: Path  # noqa: F811
+) -> None:
+    (tmp_path / "not-a-directory").write_text("", encoding="utf-8")
+    app = make_app(models_config_json=json.dumps([MODEL]), openai_api_key=FAKE_KEY, openai_base_url=fake_openai.base_url,
+                   budgets_config_json=budgets(), spend_db_path=str(tmp_path / "not-a-directory" / "spend.db"))
+    response = chat(app.test_client())
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["error"]["type"] == "spend_store_unavailable"
+    assert response.headers["x-should-retry"] == "true" and int(response.headers["Retry-After"]) >= 1
+    assert fake_openai.requests == []  # no call whose cost could not be accounted for
 
 
 def test_the_day_rolls_over_at_utc_midnight_and_the_month_still_counts(
@@ -289,7 +331,7 @@ def test_the_day_rolls_over_at_utc_midnight_and_the_month_still_counts(
     assert D(repr(windows["month"]["spent_usd"])) == spent
 
 
-def test_a_killed_calls_reservation_stops_counting_after_its_deadline(
+def test_a_killed_calls_reservation_stops_counting_once_the_request_cannot_be_running(
     build: Callable[..., Flask], wall: WallClock
 ) -> None:
     app = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.0005}}), request_deadline_seconds=20)
@@ -298,7 +340,11 @@ def test_a_killed_calls_reservation_stops_counting_after_its_deadline(
     assert killed.cover(D("0.00049")) is None  # its container dies mid-call: never settled
     client = app.test_client()
     assert chat(client).status_code == 402
+    # Past its deadline the request may still be streaming (one read of the upstream can take up to
+    # the deadline): its hold still counts, so nobody can spend that money twice.
     wall.now += 21
+    assert chat(client).status_code == 402
+    wall.now += 2 * 20 + 30 - 21  # twice the deadline, plus the margin for settlement: it cannot be running now
     assert chat(client).status_code == 200
 
 

@@ -1,7 +1,7 @@
 """End to end over real HTTP on loopback: moto in server mode, the service as a separate `flask run`
 process reading its registry from SSM and its OpenAI key from Secrets Manager, and FakeOpenAI.
 
-The service process logs everything at DEBUG to its stderr (except AWS's wire logs, which the
+The service process logs everything at DEBUG to its stderr (except the SDKs' wire logs, which the
 service keeps at INFO), so the check that the key appears nowhere in its output covers what a
 DEBUG log level would write in production.
 """
@@ -45,6 +45,7 @@ OPENAI_ROUTE: dict[str, Any] = {"input": "Tell the tide a secret.", "constraints
 SERVICE_SCRIPT = """
 import logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+logging.getLogger("e2e.probe").debug("the root logger is at DEBUG")
 from flask.cli import main
 sys.argv = ["flask", "--app", "costroute.wsgi:app", "run", "--host", "127.0.0.1", "--port", sys.argv[1]]
 main()
@@ -270,10 +271,12 @@ def test_key_appears_nowhere_in_responses_or_process_output(service: Service, fa
         assert OPENAI_KEY not in exchange.body
         assert OPENAI_KEY not in exchange.headers
     output = service.output()
-    # The process did log at DEBUG (the OpenAI SDK's request lines show it), while botocore's wire
-    # logs, which carry request signatures and tokens, stayed at INFO and above.
-    assert "retries_taken" in output, output[-3000:]
-    assert "Making request" not in output and "Response body" not in output
+    # The process did log at DEBUG, while the SDKs' wire logs, which carry request bodies, signatures
+    # and tokens, stayed at INFO and above (their INFO lines, an HTTP status each, still show).
+    assert "DEBUG e2e.probe the root logger is at DEBUG" in output, output[-3000:]
+    assert "HTTP Request: POST" in output
+    assert "Making request" not in output and "Response body" not in output  # botocore's DEBUG lines
+    assert "Request options" not in output and "DEBUG httpcore" not in output  # the openai SDK's, its transport's
     assert OPENAI_KEY not in output
     # Not even a fragment long enough to matter.
     assert OPENAI_KEY[8:28] not in output

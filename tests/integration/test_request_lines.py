@@ -149,7 +149,8 @@ def test_a_budget_refusal_is_counted(observed: Callable[..., tuple[Any, Collect]
     response = client.post("/route", json={"input": "hi"}, headers={"Authorization": "Bearer someone"})
     assert response.status_code == 402
     line = collect.last()
-    assert line["error.type"] == "budget_exhausted" and line["costroute.budget_refused"] is True
+    # A whole day's budget smaller than the cheapest call: no wait helps, and it is the budget's refusal.
+    assert line["error.type"] == "budget_exceeded" and line["costroute.budget_refused"] is True
     assert line["costroute.caller"].startswith("sha256:")
     assert emf_document(collect.records[-1])["BudgetRefused"] == 1
 

@@ -515,7 +515,7 @@ def test_access_denied_names_the_permission_model_and_region_but_not_the_role() 
     error = translated(client_error("AccessDeniedException", 403, aws_text), "bedrock:InvokeModelWithResponseStream")
     assert error.message.startswith(f"Bedrock refused access (AccessDeniedException): the function's role may not call "
                                     f"bedrock:InvokeModelWithResponseStream on {HAIKU} in eu-west-1")
-    assert "template.yaml's BedrockModelIds" in error.message
+    assert "template.yaml's BedrockFoundationModelIds" in error.message
     assert "123456789012" not in error.message and "RouterRole" not in error.message
 
 

@@ -71,6 +71,6 @@ def test_chat_completions_documents_the_routing_headers(make_app: Callable[..., 
     response = app.test_client().post("/v1/chat/completions", json={"model": "auto", "messages": [
         {"role": "user", "content": "hi"}]})
     sent = {name.lower() for name in response.headers.keys() if name.lower().startswith("x-route-")}
-    # Sent only when a provider ignored max_tokens and the cost passed the budget.
-    conditional = {"x-route-over-budget-usd"}
+    # Sent only when a provider ignored max_tokens and the cost passed the budget, and only with budgets.
+    conditional = {"x-route-over-budget-usd", "x-route-budget-remaining-usd"}
     assert set(operation["responses"]["200"]["headers"]) - conditional == sent

@@ -17,8 +17,10 @@ import pytest
 from moto import mock_aws
 
 from costroute.core.budgets import Committed, Limits, Periods, periods_at
-from costroute.stores.base import LedgerEntry, Reservation, SpendStore
+from costroute.core.selection import plain_decimal
+from costroute.stores.base import LedgerEntry, Reservation, SpendStore, StoreUnavailable
 from costroute.stores.dynamodb import DynamoDBStore
+from costroute.stores.dynamodb import _n as dynamodb_number
 from costroute.stores.memory import MemoryStore
 from costroute.stores.sqlite import SQLiteStore
 from tests.atomic_moto import atomic_dynamodb
@@ -129,6 +131,86 @@ def test_resizing_grows_only_within_the_limits_and_shrinks_freely(store: SpendSt
     assert refused.reservation is None and refused.committed.day == D("1.0")
     shrunk = store.resize(grown.reservation, D("0.1"), limits, NOW)
     assert shrunk.reservation is not None and store.committed("a", DAY1, NOW).day == D("0.5")
+
+
+def test_an_expired_reservation_cannot_be_resized_back_to_life(store: SpendStore) -> None:
+    limits = Limits(daily_usd=D("1"))
+    held = reserve(store, "0.3", "r1", limits)
+    assert held is not None
+    refused = store.resize(held, D("0.2"), limits, LATER)  # its deadline passed: the money may be someone else's
+    assert refused.reservation is None
+    assert store.committed("a", DAY1, LATER) == Committed()
+
+
+def test_amounts_longer_than_28_digits_are_written_exactly() -> None:
+    amount = D("0.12345678901234567890123456789012345")  # 35 digits: normalize() at 28 digits would round it
+    assert plain_decimal(amount) == "0.12345678901234567890123456789012345"
+    assert dynamodb_number(amount) == {"N": "0.12345678901234567890123456789012345"}
+    # Beyond DynamoDB's 38 digits an amount is rounded up, never down.
+    assert dynamodb_number(D("0.1234567890123456789012345678901234567891")) == {
+        "N": "0.12345678901234567890123456789012345679"}
+
+
+def test_a_resize_sent_twice_after_a_lost_reply_is_applied_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    with mock_aws(), atomic_dynamodb(monkeypatch):
+        client = boto3.client("dynamodb")
+        create_table("spend", client)
+        store = DynamoDBStore("spend", lambda: client)
+        limits = Limits(daily_usd=D("1"))
+        held = reserve(store, "0.5", "r1", limits)
+        assert held is not None
+        real_update = client.update_item
+        replays: list[dict[str, Any]] = []
+
+        def lose_the_first_reply(**arguments: Any) -> Any:
+            answer = real_update(**arguments)
+            if not replays and "#a" in arguments.get("ExpressionAttributeNames", {}):
+                replays.append(arguments)
+                return real_update(**arguments)  # what boto3 does when the reply to a write that landed is lost
+            return answer
+
+        monkeypatch.setattr(client, "update_item", lose_the_first_reply)
+        shrunk = store.resize(held, D("0.2"), limits, NOW)
+        assert replays, "the resize was not replayed"
+        assert shrunk.reservation is not None and shrunk.reservation.amount == D("0.2")
+        assert store.committed("a", DAY1, NOW).day == D("0.2")  # once, not 0.5 - 0.3 - 0.3
+
+
+def test_a_settlement_that_meets_a_transaction_conflict_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    with mock_aws(), atomic_dynamodb(monkeypatch):
+        client = boto3.client("dynamodb")
+        create_table("spend", client)
+        store = DynamoDBStore("spend", lambda: client)
+        limits = Limits(daily_usd=D("1"))
+        held = reserve(store, "0.5", "r1", limits)
+        assert held is not None
+        real_transact = client.transact_write_items
+        conflicts = [1]
+
+        def conflict_once(**arguments: Any) -> Any:
+            if conflicts:
+                conflicts.pop()
+                raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                                   "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"},
+                                                           {"Code": "None"}, {"Code": "None"}]}, "TransactWriteItems")
+            return real_transact(**arguments)
+
+        monkeypatch.setattr(client, "transact_write_items", conflict_once)
+        store.settle(held, D("0.1"), entry("r1", "0.1"), NOW)
+        # The reservation was replaced by the cost: not kept beside it, as if it had been reclaimed.
+        assert store.committed("a", DAY1, NOW).day == D("0.1")
+
+
+def test_a_sqlite_failure_inside_a_transaction_is_the_store_being_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "spend.sqlite3"))
+    held = reserve(store, "0.5", "r1", Limits(daily_usd=D("1")))
+    assert held is not None
+    store._connection().execute("DROP TABLE usage")  # a damaged file
+    with pytest.raises(StoreUnavailable):
+        store.settle(held, D("0.1"), entry("r1", "0.1"), NOW)
+    assert store.committed("a", DAY1, NOW).day == D("0.5")  # rolled back whole: the hold is still there
 
 
 def test_usage_is_aggregated_per_day_caller_and_model(store: SpendStore) -> None:

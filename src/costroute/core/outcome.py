@@ -85,6 +85,7 @@ class ErrorReason(StrEnum):
     UPSTREAM_RATE_LIMITED = "upstream_rate_limited"
     UPSTREAM_SPEND_LIMIT = "upstream_spend_limit"
     KEY_UNAVAILABLE = "key_unavailable"
+    SPEND_STORE_UNAVAILABLE = "spend_store_unavailable"
 
 
 @dataclass(frozen=True)

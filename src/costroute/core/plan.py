@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal, localcontext
+from typing import Literal
 
 from costroute.core.estimate import EXACT
 from costroute.core.registry import Model
+
+# Which price the worst case of an input is counted at.
+RateName = Literal["input", "cache write", "1-hour cache write"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,8 @@ class WorstInput:
 
     tokens: int
     rate_per_token: Decimal
-    # Which price that rate is: "input", "cache write" or "1-hour cache write".
-    rate_name: str = "input"
+    # Which price that rate is.
+    rate_name: RateName = "input"
 
     @property
     def cost_usd(self) -> Decimal:
@@ -42,10 +46,12 @@ def worst_input(model: Model, prompt_bound: int, provider_extra_tokens: int = 0,
                 cache_breakpoints: bool = False) -> WorstInput:
     """The input's worst case on ``model``: every token counted, at the highest rate it may be billed."""
     tokens = prompt_bound + provider_extra_tokens
-    rate, name = model.input_cost_per_token, "input"
+    rate = model.input_cost_per_token
+    name: RateName = "input"
     if cache_breakpoints:
-        for price, label in ((model.cache_write_cost_per_1k, "cache write"),
-                             (model.cache_write_1h_cost_per_1k, "1-hour cache write")):
+        writes: tuple[tuple[Decimal | None, RateName], ...] = (
+            (model.cache_write_cost_per_1k, "cache write"), (model.cache_write_1h_cost_per_1k, "1-hour cache write"))
+        for price, label in writes:
             if price is not None and price / 1000 > rate:
                 rate, name = price / 1000, label
     return WorstInput(tokens=tokens, rate_per_token=rate, rate_name=name)
@@ -67,6 +73,12 @@ def output_cost(model: Model, tokens: int) -> Decimal:
     """Exact cost of ``tokens`` output tokens."""
     with localcontext(EXACT):
         return tokens * model.output_cost_per_token
+
+
+def least_call_cost(model: Model, worst: WorstInput) -> Decimal:
+    """The least a call could be held for: its worst-case input and one output token."""
+    with localcontext(EXACT):
+        return worst.cost_usd + model.output_cost_per_token
 
 
 def input_alone_exceeds(model: Model, worst: WorstInput, budget_usd: Decimal) -> bool:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import NamedTuple
 
 from costroute.core.estimate import Estimate, estimates_for, expected_output_tokens, required_quality
@@ -140,7 +140,12 @@ class Decision:
 
 def plain_decimal(amount: Decimal) -> str:
     """An exact amount in plain decimal notation, without trailing zeros (``0.000036``, never ``3.6E-5``)."""
-    return format(amount.normalize(), "f")
+    if not amount.is_finite():
+        return str(amount)
+    if amount.is_zero():
+        return "0"
+    # A context as precise as the amount itself: normalize() under the default 28 digits would round.
+    return format(amount.normalize(Context(prec=len(amount.as_tuple().digits))), "f")
 
 
 def format_usd(amount: Decimal | None) -> str:

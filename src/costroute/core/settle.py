@@ -38,12 +38,6 @@ class Usage:
         """Every input token, cached or not (what OpenAI calls ``prompt_tokens``)."""
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens + self.cache_write_1h_tokens
 
-    @property
-    def cached_tokens(self) -> int:
-        """Input tokens read from a cache."""
-        return self.cache_read_tokens
-
-
 @dataclass(frozen=True)
 class Settlement:
     """The settled usage and its exact cost, and what the trace should say about them."""

@@ -36,7 +36,7 @@ ProviderLatencyMs        Milliseconds  time in provider calls (only when a provi
 Failovers                Count         failovers of the request
 CeilingClamped           Count         1 when the budget ceiling lowered max_tokens
 OverBudget               Count         1 when the settled cost went over the budget
-BudgetRefused            Count         1 when the caller's exhausted budget refused the request
+BudgetRefused            Count         1 when the caller's budget refused the request (402)
 =======================  ============  ======================================================
 
 Dollars have no CloudWatch unit, so they are ``None``. A metric value must be a JSON number, so

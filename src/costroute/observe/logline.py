@@ -63,9 +63,10 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
+from costroute.core.selection import plain_decimal
 from costroute.observe.record import AttemptRecord, RequestRecord
 
 EVENT_NAME = "costroute.request"
@@ -82,12 +83,7 @@ ROUTING_DIALECTS = ("route", "chat")
 
 def decimal_text(amount: Decimal) -> str:
     """An exact amount in plain notation without trailing zeros: ``Decimal("1E-7")`` -> ``"0.0000001"``."""
-    if not amount.is_finite():
-        return str(amount)
-    if amount.is_zero():
-        return "0"
-    # A context as precise as the amount itself: normalize() under the default 28 digits would round.
-    return format(amount.normalize(Context(prec=len(amount.as_tuple().digits))), "f")
+    return plain_decimal(amount)
 
 
 def error_type(record: RequestRecord) -> str | None:

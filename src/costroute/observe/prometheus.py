@@ -87,7 +87,8 @@ class _Instruments:
         self.over_budget = Counter("costroute_over_budget", "Calls whose settled cost went over a budget.",
                                    registry=registry)
         self.budget_refused = Counter("costroute_budget_refused",
-                                      "Requests refused because the caller's budget was exhausted.", registry=registry)
+                                      "Requests the caller's budget refused (exhausted, or too small for any call).",
+                                      registry=registry)
         self.router_overhead = Histogram("costroute_router_overhead_seconds", "The router's own time per request.",
                                          buckets=ROUTER_OVERHEAD_BUCKETS, registry=registry)
         self.provider_latency = Histogram("costroute_provider_latency_seconds", "Time in provider calls per request.",

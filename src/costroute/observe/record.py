@@ -59,7 +59,7 @@ class RequestRecord:
     ceiling_applied: bool = False
     over_budget: bool = False
     over_budget_usd: Decimal | None = None
-    budget_refused: bool = False  # refused because the caller's budget was exhausted (402 budget_exhausted)
+    budget_refused: bool = False  # refused by the caller's budget (402: exhausted, or too small for any call)
 
 
 class RequestObserver(Protocol):

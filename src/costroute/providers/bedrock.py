@@ -810,8 +810,9 @@ def _client_error(exc: Any, model: Model, region: str, action: str) -> ProviderE
     if kind is FailureKind.FORBIDDEN:
         # AWS's own text names the role and the account: ours names what to grant.
         message = (f"Bedrock refused access ({label}): the function's role may not call {action} on {model.upstream} "
-                   f"in {region}, or model access is not enabled there; grant it in template.yaml's BedrockModelIds "
-                   "(an inference profile also needs the foundation model in each destination region)")
+                   f"in {region}, or model access is not enabled there; grant it in template.yaml's "
+                   "BedrockFoundationModelIds, or for an inference profile BedrockInferenceProfileIds (and the regions "
+                   "it routes to in BedrockProfileRegions)")
     elif kind is FailureKind.NOT_FOUND:
         message = (f"Bedrock has no model {model.upstream} in {region}: enable model access or check the id "
                    f"({label}: {said})")

@@ -11,16 +11,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 from costroute.breaker import CircuitBreakers
-from costroute.core.budgets import ANONYMOUS
+from costroute.core.budgets import ANONYMOUS, Window
 from costroute.core.estimate import estimate_prompt_tokens
 from costroute.core.outcome import Attempt, ErrorReason, FailureKind, ProviderError, RoutingFailed
-from costroute.core.plan import CallPlan, WorstInput, input_alone_exceeds, plan_call, worst_input
+from costroute.core.plan import CallPlan, WorstInput, input_alone_exceeds, least_call_cost, plan_call, worst_input
 from costroute.core.recovery import FailOver, Retry, Stop, Verdict, breaker_verdict, exhausted_reason, next_step
 from costroute.core.registry import AmbiguousModel, Model, Registry
 from costroute.core.requests import InvalidRequest, RequestProblem, RouteRequest
@@ -97,7 +98,7 @@ class RouteOutcome:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """The last item of a streamed route: the settled outcome, and the failure if the stream broke."""
+    """The last item of a streamed route: the settled outcome (its ``stream_error`` says if the stream broke)."""
 
     outcome: RouteOutcome
 
@@ -229,14 +230,14 @@ class RouterService:
         spend = None
         if self._spend is not None:
             budget = self._spend.admit(context.caller)
-            spend = self._spend.open(budget, context.request_id or f"req-{id(request):x}", self.deadline_seconds(time_left_s))
+            spend = self._spend.open(budget, context.request_id or uuid.uuid4().hex, self.deadline_seconds(time_left_s))
         run = self._decide(request, deadline)
         run.spend, run.context = spend, context
         if spend is None:
             return run
         if request.dry_run:
             # Shown, not held: a dry run plans within what is left now, and reserves nothing.
-            left = spend.gate.view(spend.budget).tightest_remaining_usd
+            left = spend.look().tightest_remaining_usd
             return self._within(run, left, request, deadline) if left is not None else run
         for _ in range(BUDGET_TRIES):
             if self._clock() >= deadline:
@@ -263,7 +264,7 @@ class RouterService:
                 + (f" (its own max_cost_usd is {format_usd(own)})." if own is not None else "."))
         if room <= 0:
             raise spend.exhausted(f"caller {_caller_name(spend)} has no budget left: {_left_text(spend.view())}",
-                                  (*run.trace, line))
+                                  (*run.trace, line), self._least_call_cost(run))
         effective = room if own is None else min(own, room)
         bounded = dataclasses.replace(request, constraints=dataclasses.replace(request.constraints, max_cost_usd=effective))
         try:
@@ -272,10 +273,20 @@ class RouterService:
             if exc.reason is not ErrorReason.BUDGET_EXCEEDED:
                 raise
             raise spend.exhausted(f"not even the input fits what caller {_caller_name(spend)} has left "
-                                  f"({format_usd(room)}): {exc.message}", (*exc.trace, line)) from exc
+                                  f"({format_usd(room)}): {exc.message}", (*exc.trace, line),
+                                  self._least_call_cost(run)) from exc
         again.trace.insert(0, line)
         again.spend, again.context = spend, run.context
         return again
+
+    def _least_call_cost(self, run: _Run) -> Decimal | None:
+        """The least any usable model of the request's pool could be held for (its input and one output token)."""
+        unbounded = dataclasses.replace(run.request, constraints=dataclasses.replace(run.request.constraints,
+                                                                                    max_cost_usd=None))
+        unavailable, _ = self._unavailable(run.registry, run.pool, unbounded)
+        costs = [least_call_cost(model, self._worst_input(run.registry, model, run.request))
+                 for model in run.pool if model.id not in unavailable]
+        return min(costs, default=None)
 
     def _decide(self, request: RouteRequest, deadline: float) -> _Run:
         registry = self._registry()
@@ -568,16 +579,11 @@ class RouterService:
             run.trace.append(f"The stream from {model.id} failed after it started ({exc.kind}): {exc.message}.")
         finally:
             close = getattr(pieces, "close", None)
-            if callable(close):
-                close()
-            if verdict is Verdict.SUCCESS:
-                self._breakers.record_success(model.id)
-            elif verdict is Verdict.FAILURE:
-                self._breakers.record_failure(model.id)
-            else:
-                self._breakers.release(model.id)
-                # The client went away: what the provider billed for the part it generated is unknown.
-                self._settle_spend(run, settle(model, run.plan, None, 0, complete=False), "client_closed")
+            try:
+                if callable(close):
+                    close()
+            finally:
+                self._end_stream(run, verdict)
         # A client that went away (GeneratorExit) never gets here: nothing more is owed to it.
         text = "".join(texts)
         run.provider_ms += (self._clock() - began) * 1000
@@ -591,6 +597,18 @@ class RouterService:
         self._trace_settlement(run, settlement, completion.finish_reason if error is None else None)
         budget = self._settle_spend(run, settlement, "ok" if error is None else error.kind.value)
         yield StreamEnd(run.outcome(completion=completion, settlement=settlement, stream_error=error, budget=budget))
+
+    def _end_stream(self, run: _Run, verdict: Verdict | None) -> None:
+        """The breaker's verdict on a stream that ended; a client that went away is charged the worst case."""
+        model = run.model
+        if verdict is Verdict.SUCCESS:
+            self._breakers.record_success(model.id)
+        elif verdict is Verdict.FAILURE:
+            self._breakers.record_failure(model.id)
+        else:
+            self._breakers.release(model.id)
+            # The client went away: what the provider billed for the part it generated is unknown.
+            self._settle_spend(run, settle(model, run.plan, None, 0, complete=False), "client_closed")
 
     @staticmethod
     def _trace_settlement(run: _Run, settlement: Settlement, finish_reason: str | None) -> None:
@@ -721,5 +739,5 @@ def _caller_name(spend: RequestSpend) -> str:
 
 def _left_text(view: BudgetView) -> str:
     """What is left in each limited window, for the trace."""
-    parts = [f"{format_usd(w.remaining_usd)} {'today' if w.window.value == 'day' else 'this month'}" for w in view.windows]
+    parts = [f"{format_usd(w.remaining_usd)} {'today' if w.window is Window.DAY else 'this month'}" for w in view.windows]
     return " and ".join(parts) if parts else "no limit"

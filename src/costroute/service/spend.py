@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from costroute.core.budgets import (
     BudgetsDocument,
@@ -30,12 +31,32 @@ from costroute.core.budgets import (
 )
 from costroute.core.outcome import ErrorReason, RoutingFailed
 from costroute.core.registry import Model, Registry
+from costroute.core.selection import format_usd
 from costroute.stores.base import LedgerEntry, Reservation, SpendStore, StoreUnavailable
 
 logger = logging.getLogger("costroute.spend")
 
 SETTLE_TRIES = 3
 SETTLE_BACKOFF_SECONDS = 0.05
+# A reservation must outlive its request, or its money could be spent twice. A request can outlive
+# its deadline: a stream checks the deadline between pieces, and the wait for one piece is bounded
+# by the read timeout, which is at most the time the deadline left at the call's start (so at most
+# the deadline); then settlement may retry. So a hold stops counting only after twice the deadline
+# plus this margin, when the request cannot be running any more.
+HOLD_MARGIN_SECONDS = 30.0
+# A store that cannot be reached: a client may try again shortly.
+STORE_RETRY_AFTER_SECONDS = 1.0
+
+
+def hold_seconds(deadline_seconds: float) -> float:
+    """How long a request's reservation counts: until the request cannot be running any more."""
+    return 2 * deadline_seconds + HOLD_MARGIN_SECONDS
+
+
+def store_unavailable(exc: StoreUnavailable) -> RoutingFailed:
+    """The 503 when the spend store cannot be reached: no call is made that could not be accounted for."""
+    return RoutingFailed(ErrorReason.SPEND_STORE_UNAVAILABLE, f"the spend store is unavailable: {exc}",
+                         retry_after_s=STORE_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -115,15 +136,19 @@ class SpendGate:
         return budget
 
     def open(self, budget: CallerBudget, request_id: str, deadline_seconds: float) -> RequestSpend:
-        """The spend of one request, whose reservation expires with its deadline."""
+        """The spend of one request, whose reservation stops counting once the request cannot be running."""
         now = self._wall_clock()
-        return RequestSpend(self, budget, request_id, periods_at(now), now + deadline_seconds)
+        return RequestSpend(self, budget, request_id, periods_at(now), now + hold_seconds(deadline_seconds))
 
     def view(self, budget: CallerBudget) -> BudgetView:
         """Where the caller stands now (one read)."""
         now = self._wall_clock()
         periods = periods_at(now)
-        return view_of(budget, periods, self.store.committed(budget.caller, periods, now), now)
+        try:
+            committed = self.store.committed(budget.caller, periods, now)
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc) from exc
+        return view_of(budget, periods, committed, now)
 
     def settle(self, reservation: Reservation, actual: Decimal, entry: LedgerEntry | None) -> None:
         """Settle, retrying a failed write; a settlement that cannot be written is logged whole."""
@@ -166,13 +191,16 @@ class RequestSpend:
         """Hold ``worst_case_usd``; None when held, else the most this request can hold now."""
         now = self.gate.now()
         store = self.gate.store
-        if self.reservation is None:
-            outcome = store.reserve(self.budget.caller, self.periods, self.budget.limits, worst_case_usd,
-                                    self.request_id, self.expires_at, now)
-        elif worst_case_usd == self.reservation.amount:
+        if self.reservation is not None and worst_case_usd == self.reservation.amount:
             return None
-        else:
-            outcome = store.resize(self.reservation, worst_case_usd, self.budget.limits, now)
+        try:
+            if self.reservation is None:
+                outcome = store.reserve(self.budget.caller, self.periods, self.budget.limits, worst_case_usd,
+                                        self.request_id, self.expires_at, now)
+            else:
+                outcome = store.resize(self.reservation, worst_case_usd, self.budget.limits, now)
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc) from exc
         if outcome.reservation is not None:
             self.reservation = outcome.reservation
             self.committed_at_reserve = outcome.committed
@@ -183,18 +211,32 @@ class RequestSpend:
         left = tightest(remaining(self.budget.limits, outcome.committed))
         return held + (left[1] if left is not None else Decimal(0))
 
-    def exhausted(self, message: str, trace: tuple[str, ...]) -> RoutingFailed:
-        """The 402 when not even the input fits what is left: Retry-After is the binding window's reset."""
+    def exhausted(self, message: str, trace: tuple[str, ...], needed_usd: Decimal | None) -> RoutingFailed:
+        """The 402 when not even the input fits what is left (``needed_usd``: the least a call could cost).
+
+        Retry-After is when every window that cannot hold ``needed_usd`` has reset (the latest of their
+        resets). When a window could not hold it even empty, no wait helps: ``budget_exceeded``, and no
+        Retry-After.
+        """
         now = self.gate.now()
         committed = self.refusal or self.committed_at_reserve
         left = remaining(self.budget.limits, committed)
-        binding = tightest(left)
-        window = binding[0] if binding is not None else Window.DAY
         view = view_of(self.budget, self.periods, committed, now)
-        return RoutingFailed(
-            ErrorReason.BUDGET_EXHAUSTED, message, trace=trace, retry_after_s=seconds_until_reset(window, now),
-            details={"budget": view},
-        )
+        details: dict[str, Any] = {"budget": view}
+        too_small = [w for w in left if needed_usd is not None and needed_usd > (self.budget.limits.of(w) or 0)]
+        if too_small:
+            window = too_small[0]
+            adjective = "daily" if window is Window.DAY else "monthly"
+            return RoutingFailed(ErrorReason.BUDGET_EXCEEDED, f"{message}; the cheapest call could cost more than the "
+                                 f"caller's whole {adjective} limit of {format_usd(self.budget.limits.of(window))}",
+                                 trace=trace, details=details)
+        blocking = [w for w in left if left[w] <= 0 or (needed_usd is not None and left[w] < needed_usd)]
+        if not blocking:
+            binding = tightest(left)
+            blocking = [binding[0]] if binding is not None else [Window.DAY]
+        retry_after = max(seconds_until_reset(window, now) for window in blocking)
+        return RoutingFailed(ErrorReason.BUDGET_EXHAUSTED, message, trace=trace, retry_after_s=retry_after,
+                             details=details)
 
     def settle(self, actual: Decimal, entry: LedgerEntry | None) -> BudgetView | None:
         """Replace the reservation by the actual cost (once); where the caller stands after it."""
@@ -205,6 +247,15 @@ class RequestSpend:
         held = self.reservation.amount
         after = Committed(self.committed_at_reserve.day - held + actual, self.committed_at_reserve.month - held + actual)
         return view_of(self.budget, self.periods, after, self.gate.now())
+
+    def look(self) -> BudgetView:
+        """Where the caller stands now, read from the store (a dry run, which holds nothing)."""
+        now = self.gate.now()
+        try:
+            self.committed_at_reserve = self.gate.store.committed(self.budget.caller, self.periods, now)
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc) from exc
+        return view_of(self.budget, self.periods, self.committed_at_reserve, now)
 
     def view(self) -> BudgetView:
         """Where the caller stands with this request's reservation held."""

@@ -84,7 +84,8 @@ class SpendStore(Protocol):
         ...
 
     def resize(self, reservation: Reservation, amount: Decimal, limits: Limits, now: float) -> ReserveOutcome:
-        """Change a reservation to hold ``amount`` (more needs to fit, as a new reservation would)."""
+        """Change a reservation to hold ``amount`` (more needs to fit, as a new reservation would); an expired
+        or unknown reservation is refused."""
         ...
 
     def settle(self, reservation: Reservation, actual: Decimal, entry: LedgerEntry | None, now: float) -> None:

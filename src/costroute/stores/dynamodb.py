@@ -32,18 +32,20 @@ from decimal import ROUND_CEILING, Context, Decimal
 from typing import Any
 
 from costroute.core.budgets import Committed, Limits, Periods, Window, ceilings_for
+from costroute.core.selection import plain_decimal
 from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, StoreUnavailable, UsageRow
 
 # How long ledger items and old months' budget items stay before DynamoDB's TTL deletes them.
 RETENTION_SECONDS = 400 * 86400
 _DYNAMODB_DIGITS = Context(prec=38, rounding=ROUND_CEILING)
 _RESERVE_TRIES = 3
+_SETTLE_TRIES = 4
 
 
 def _n(amount: Decimal | int | float) -> dict[str, str]:
     if isinstance(amount, Decimal):
         fitted = amount if len(amount.as_tuple().digits) <= 38 else _DYNAMODB_DIGITS.plus(amount)
-        return {"N": format(fitted.normalize(), "f")}
+        return {"N": plain_decimal(fitted)}
     return {"N": str(amount)}
 
 
@@ -108,16 +110,25 @@ class DynamoDBStore:
         """Hold ``amount`` instead; growing must fit as a new reservation would."""
         delta = amount - reservation.amount
         resized = Reservation(reservation.id, reservation.caller, reservation.periods, amount, reservation.expires_at)
-        outcome, old = self._conditional_add(resized, delta, limits, grow=max(delta, Decimal(0)), now=now, existing=True)
-        if outcome is not None:
-            return outcome
-        return ReserveOutcome(None, self._committed_of(old or {}, reservation.periods, now))
+        for _ in range(_RESERVE_TRIES):
+            outcome, old = self._conditional_add(resized, delta, limits, grow=max(delta, Decimal(0)), now=now,
+                                                 previous=reservation.amount)
+            if outcome is not None:
+                return outcome
+            if old is None or not self._reclaim(reservation.caller, reservation.periods, old, now):
+                return ReserveOutcome(None, self._committed_of(old or {}, reservation.periods, now))
+        return ReserveOutcome(None, self.committed(reservation.caller, reservation.periods, now))
 
     def _conditional_add(
         self, reservation: Reservation, delta: Decimal, limits: Limits, grow: Decimal, now: float,
-        existing: bool = False,
+        previous: Decimal | None = None,
     ) -> tuple[ReserveOutcome | None, dict[str, Any] | None]:
-        """Add ``delta`` to the windows and (re)write the reservation if ``grow`` fits; (outcome, item read back)."""
+        """Add ``delta`` to the windows and (re)write the reservation if ``grow`` fits; (outcome, item read back).
+
+        ``previous``: the amount an existing reservation holds now (a resize). The write is conditioned
+        on it, so a write that boto3 sends again after a lost reply is refused rather than applied twice.
+        """
+        existing = previous is not None
         ceilings = ceilings_for(limits, grow) if grow > 0 else {}
         if any(ceiling < 0 for ceiling in ceilings.values()):
             # More than a whole window's limit: refused without a write (attribute_not_exists would admit it).
@@ -129,7 +140,12 @@ class DynamoDBStore:
                              "x": _n(reservation.expires_at)}},
             ":ttl": _n(int(now) + RETENTION_SECONDS),
         }
-        conditions = ["attribute_exists(#r)" if existing else "attribute_not_exists(#r)"]
+        conditions = ["attribute_not_exists(#r)"]
+        if previous is not None:
+            # Still held at the amount it had (and not expired): a replayed resize or a dead hold is refused.
+            names.update({"#a": "a", "#x": "x"})
+            values.update({":previous": _n(previous), ":now": _n(now)})
+            conditions = ["#r.#a = :previous", "#r.#x > :now"]
         for window, ceiling in ceilings.items():
             attribute = "#m" if window is Window.MONTH else "#d"
             placeholder = f":max_{window.value}"
@@ -144,8 +160,9 @@ class DynamoDBStore:
                 ExpressionAttributeValues=values, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except _ConditionFailed as failed:
             old = failed.item
-            if not existing and f"r_{reservation.id}" in old:
-                # A retried write whose first try had succeeded: the reservation is ours.
+            mine = old.get(f"r_{reservation.id}")
+            if mine is not None and (not existing or _decimal(mine.get("M", {}), "a") == reservation.amount):
+                # A retried write whose first try had succeeded: the reservation is ours, at this amount.
                 return ReserveOutcome(reservation, self._committed_of(old, reservation.periods, now)), old
             return None, old
         return ReserveOutcome(reservation, self._committed_of(response["Attributes"], reservation.periods, now)), None
@@ -182,21 +199,26 @@ class DynamoDBStore:
 
     def settle(self, reservation: Reservation, actual: Decimal, entry: LedgerEntry | None, now: float) -> None:
         """One transaction: the reservation replaced by the actual cost, the ledger entry, the usage counters."""
-        for held in (True, False):
+        held = True
+        for _ in range(_SETTLE_TRIES):
             items = [self._settle_budget(reservation, actual, held)]
             if entry is not None:
                 items += self._ledger_items(entry)
             try:
                 self._call("transact_write_items", conditional=True, TransactItems=items)
-                break
+                return
             except _ConditionFailed as failed:
-                reasons = failed.reasons
-                if entry is not None and len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
-                    break  # this entry is already in the ledger: settled before (a retried settlement)
-                if not held:
-                    raise StoreUnavailable(f"settling request {reservation.id} in table '{self.table}' was refused "
-                                           "twice") from None
-                # The reservation had been reclaimed (its deadline passed): add the actual cost alone.
+                codes = [reason.get("Code") for reason in failed.reasons]
+                if entry is not None and len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                    return  # this entry is already in the ledger: settled before (a retried settlement)
+                if held and codes and codes[0] == "ConditionalCheckFailed":
+                    held = False  # the reservation had been reclaimed (it expired): add the actual cost alone
+                    continue
+                if "TransactionConflict" in codes:
+                    continue  # another request wrote one of these items meanwhile: the same transaction again
+                raise StoreUnavailable(f"settling request {reservation.id} in table '{self.table}' was refused: "
+                                       f"{', '.join(str(code) for code in codes)}") from None
+        raise StoreUnavailable(f"settling request {reservation.id} in table '{self.table}' kept conflicting")
 
     def _settle_budget(self, reservation: Reservation, actual: Decimal, held: bool) -> dict[str, Any]:
         names = {"#m": "m", "#d": _day_attribute(reservation.periods)}

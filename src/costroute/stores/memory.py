@@ -44,6 +44,8 @@ class MemoryStore:
         with self._lock:
             held = self._reservations.pop(reservation.id, None)
             committed = self._committed(reservation.caller, reservation.periods, now)
+            if held is None or held.expires_at <= now:
+                return ReserveOutcome(None, committed)  # it expired: a new reservation must be made, not a resize
             if amount > reservation.amount and not fits(limits, committed, amount):
                 if held is not None:
                     self._reservations[held.id] = held

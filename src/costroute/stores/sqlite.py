@@ -76,13 +76,16 @@ class SQLiteStore:
             raise StoreUnavailable(f"the spend database '{self.path}' is unavailable: {exc}") from exc
         try:
             yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        try:
             connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the spend database '{self.path}' could not commit: {exc}") from exc
+        except BaseException as exc:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # a failed COMMIT may already have ended the transaction
+            if isinstance(exc, sqlite3.Error):
+                # Disk full, I/O error, a damaged file: the store is unavailable, never a raw sqlite3 error.
+                raise StoreUnavailable(f"the spend database '{self.path}' failed: {exc}") from exc
+            raise
 
     @staticmethod
     def _committed_in(connection: sqlite3.Connection, caller: str, periods: Periods, now: float) -> Committed:
@@ -115,6 +118,8 @@ class SQLiteStore:
             held = connection.execute("SELECT amount FROM reservations WHERE id = ?", (reservation.id,)).fetchone()
             connection.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
             committed = self._committed_in(connection, reservation.caller, reservation.periods, now)
+            if held is None or reservation.expires_at <= now:
+                return ReserveOutcome(None, committed)  # it expired: a new reservation must be made, not a resize
             if amount > reservation.amount and not fits(limits, committed, amount):
                 if held is not None:
                     connection.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?)",

@@ -157,6 +157,8 @@ def build_record(status: int, error_type: str | None, outcome: RouteOutcome | No
                                      status=a.status, duration_ms=a.duration_ms) for a in attempts),
         router_overhead_ms=max(0.0, elapsed_ms() - provider_ms),
         provider_ms=provider_ms,
-        budget_refused=failure is not None and failure.reason is ErrorReason.BUDGET_EXHAUSTED,
+        budget_refused=failure is not None and (failure.reason is ErrorReason.BUDGET_EXHAUSTED or (
+            # The caller's whole limit could not hold the cheapest call: refused by its budget too.
+            failure.reason is ErrorReason.BUDGET_EXCEEDED and "budget" in failure.details)),
         **fields,
     )

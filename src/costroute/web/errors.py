@@ -23,7 +23,8 @@ from werkzeug.exceptions import HTTPException
 from costroute.config.cache import ConfigError
 from costroute.core.outcome import Attempt, ErrorReason, RoutingFailed
 from costroute.core.requests import InvalidRequest, RequestProblem
-from costroute.service.spend import BudgetView
+from costroute.service.spend import STORE_RETRY_AFTER_SECONDS, BudgetView
+from costroute.stores.base import StoreUnavailable
 
 logger = logging.getLogger("costroute.web")
 
@@ -45,6 +46,7 @@ STATUS_BY_REASON: dict[ErrorReason, int] = {
     ErrorReason.UPSTREAM_RATE_LIMITED: 503,
     ErrorReason.UPSTREAM_SPEND_LIMIT: 503,
     ErrorReason.KEY_UNAVAILABLE: 503,
+    ErrorReason.SPEND_STORE_UNAVAILABLE: 503,
 }
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -117,6 +119,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ConfigError)
     def _config(exc: ConfigError) -> Response:
         return error_response(503, "config_unavailable", str(exc))
+
+    @app.errorhandler(StoreUnavailable)
+    def _store(exc: StoreUnavailable) -> Response:
+        return error_response(503, ErrorReason.SPEND_STORE_UNAVAILABLE.value, f"the spend store is unavailable: {exc}",
+                              retry_after_s=STORE_RETRY_AFTER_SECONDS)
 
     @app.errorhandler(RoutingFailed)
     def _routing(exc: RoutingFailed) -> Response:

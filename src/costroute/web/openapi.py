@@ -63,12 +63,15 @@ _RETRY_HEADERS: dict[str, Any] = {
 _ROUTE_RESPONSE_HEADERS: dict[str, Any] = {
     "x-route-model": {"description": "The model that served", "schema": {"type": "string"}},
     "x-route-estimated-cost-usd": {"description": "The chosen model's estimated cost, exact", "schema": {"type": "string"}},
-    "x-route-cost-usd": {"description": "The actual cost from the reported usage (not on streams)",
-                         "schema": {"type": "string"}},
+    "x-route-cost-usd": {"description": "The actual cost, exact: from the reported usage, or the worst case when the "
+                         "provider reported none (not on streams)", "schema": {"type": "string"}},
     "x-route-over-budget-usd": {"description": "By how much the actual cost passed the budget, when a provider "
                                 "ignored max_tokens (not on streams)", "schema": {"type": "string"}},
     "x-route-attempts": {"description": "Provider calls made, failovers included", "schema": {"type": "integer"}},
     "x-route-overhead-ms": {"description": "Time spent in the router, not the provider", "schema": {"type": "number"}},
+    "x-route-budget-remaining-usd": {"description": "With budgets: what the caller has left in its tightest window "
+                                     "after this request (on a stream: after holding its worst case), exact",
+                                     "schema": {"type": "string"}},
 }
 
 _TEXT_PART = {
@@ -155,7 +158,8 @@ _BUDGET = {"type": "object", "properties": {
     "caller": {"type": "string"}, "name": {"type": ["string", "null"]}, "remaining_usd": {"type": ["number", "null"]},
     "windows": {"type": "array", "items": {"type": "object", "properties": {
         "window": {"enum": ["day", "month"]}, "period": {"type": "string"}, "limit_usd": {"type": "number"},
-        "spent_usd": {"type": "number"}, "remaining_usd": {"type": "number"},
+        "spent_usd": {"type": "number", "description": "committed: settled spend plus what requests in flight hold"},
+        "remaining_usd": {"type": "number"},
         "resets_at": {"type": "string", "format": "date-time"}}}}}}
 _USAGE = {"type": "object", "required": ["caller", "scope", "from", "to", "group_by", "totals", "groups", "budget"],
           "properties": {
@@ -196,7 +200,7 @@ SPEC: dict[str, Any] = {
                     },
                 },
                 "responses": {"200": _ok("The decision and the answer"),
-                              **_errors(400, 402, 413, 422, 502, 503, 504)},
+                              **_errors(400, 401, 402, 413, 422, 502, 503, 504)},
             }
         },
         "/v1/chat/completions": {
@@ -241,7 +245,7 @@ SPEC: dict[str, Any] = {
                         "headers": _ROUTE_RESPONSE_HEADERS,
                         "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
                     },
-                    **_errors(400, 402, 404, 413, 422, 502, 503, 504),
+                    **_errors(400, 401, 402, 404, 413, 422, 502, 503, 504),
                 },
             }
         },

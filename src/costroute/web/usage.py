@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from costroute.core.requests import InvalidRequest
+from costroute.core.selection import plain_decimal
 from costroute.service.spend import baseline_model
 from costroute.stores.base import UsageRow
 from costroute.web.context import caller_id, runtime
@@ -27,10 +28,6 @@ usage = Blueprint("usage", __name__)
 GROUPINGS = ("day", "model", "caller")
 MAX_DAYS = 366
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _plain(amount: Decimal) -> str:
-    return format(amount.normalize(), "f") if amount else "0"
 
 
 def _date(name: str, default: date) -> date:
@@ -51,11 +48,11 @@ def _totals(rows: list[UsageRow]) -> dict[str, Any]:
     return {
         "requests": sum(row.requests for row in rows),
         "cost_usd": float(cost),
-        "cost_usd_exact": _plain(cost),
+        "cost_usd_exact": plain_decimal(cost),
         "baseline_cost_usd": float(baseline),
-        "baseline_cost_usd_exact": _plain(baseline),
+        "baseline_cost_usd_exact": plain_decimal(baseline),
         "saved_usd": float(baseline - cost),
-        "saved_usd_exact": _plain(baseline - cost),
+        "saved_usd_exact": plain_decimal(baseline - cost),
         "input_tokens": sum(row.input_tokens for row in rows),
         "cached_input_tokens": sum(row.cached_input_tokens for row in rows),
         "output_tokens": sum(row.output_tokens for row in rows),
