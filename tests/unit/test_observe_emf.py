@@ -14,8 +14,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from costroute.observe.emf import METRIC_UNITS, NAMESPACE, emf_document, emf_line, metric_values
+from costroute.observe.emf import METRIC_UNITS, NAMESPACE, emf_document, emf_documents, emf_line, emf_lines, metric_values
 from costroute.observe.logline import MAX_TEXT, log_fields
+from costroute.observe.record import AttemptRecord
 from costroute.observe.sinks import EmfObserver
 from tests.unit.test_observe_logline import MARKED, SCENARIOS, assert_markers_only_where_meant, record
 
@@ -143,6 +144,8 @@ def assert_valid(document: dict[str, Any]) -> None:
 def test_every_document_is_valid_emf(name: str) -> None:
     assert_valid(emf_document(SCENARIOS[name]))
     assert_valid(json.loads(emf_line(SCENARIOS[name])))
+    for line in emf_lines(SCENARIOS[name]):
+        assert_valid(json.loads(line))
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -159,7 +162,10 @@ def test_the_document_is_the_log_line_plus_metrics(name: str) -> None:
 
 def test_the_first_directive_layout() -> None:
     document = emf_document(SCENARIOS["routed"])
-    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    directive, calls = document["_aws"]["CloudWatchMetrics"]
+    assert calls == {"Namespace": "Costroute", "Dimensions": [["Provider"]],
+                     "Metrics": [{"Name": "ProviderFailurePercent", "Unit": "Percent"}]}
+    assert document["ProviderFailurePercent"] == [0]  # one call to the provider that served, which answered
     assert directive["Namespace"] == NAMESPACE == "Costroute"
     assert directive["Dimensions"] == [[], ["Model"], ["Provider"]]
     assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
@@ -184,7 +190,7 @@ def test_costs_are_floats_in_metrics_and_exact_strings_in_fields() -> None:
 
 def test_errors_by_type_have_their_own_directive() -> None:
     document = emf_document(SCENARIOS["402_budget_exhausted"])
-    first, errors = document["_aws"]["CloudWatchMetrics"]
+    first, errors = document["_aws"]["CloudWatchMetrics"]  # no provider was called: no third directive
     assert errors == {"Namespace": "Costroute", "Dimensions": [["ErrorType"]], "Metrics": [{"Name": "Errors", "Unit": "Count"}]}
     assert document["ErrorType"] == "budget_exhausted" and document["Errors"] == 1
     assert document["BudgetRefused"] == 1
@@ -193,7 +199,7 @@ def test_errors_by_type_have_their_own_directive() -> None:
     names = {m["Name"] for m in first["Metrics"]}
     assert not names & {"CostUSD", "EstimatedCostUSD", "ProviderLatencyMs", "OverBudgetUSD"}
     assert not {"CostUSD", "EstimatedCostUSD", "ProviderLatencyMs"} & set(document)
-    assert len(emf_document(SCENARIOS["routed"])["_aws"]["CloudWatchMetrics"]) == 1
+    assert len(emf_document(SCENARIOS["dry_run"])["_aws"]["CloudWatchMetrics"]) == 1
     stream_error = emf_document(SCENARIOS["stream_error"])
     assert stream_error["ErrorType"] == "upstream_error" and stream_error["Errors"] == 1
 
@@ -204,9 +210,30 @@ def test_dimensions_are_bounded_names_only(name: str) -> None:
     for directive in document["_aws"]["CloudWatchMetrics"]:
         for dimension_set in directive["Dimensions"]:
             assert set(dimension_set) <= {"Model", "Provider", "ErrorType"}
+    for extra in emf_documents(SCENARIOS[name])[1:]:
+        assert extra["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Provider"]]
     caller = SCENARIOS[name].caller
     if caller is not None:
         assert [key for key, value in document.items() if value == caller] == ["costroute.caller"]
+
+
+def test_each_provider_called_gets_its_failure_values_in_one_document() -> None:
+    main, other = emf_documents(SCENARIOS["failover"])  # bedrock timed out, then anthropic answered
+    assert (main["Provider"], main["ProviderFailurePercent"]) == ("anthropic", [0])
+    assert other["event.name"] == "costroute.provider_calls" and other["Provider"] == "bedrock"
+    assert other["ProviderFailurePercent"] == [100]
+    assert other["costroute.request_id"] == main["costroute.request_id"]
+    assert set(other) == {"event.name", "costroute.request_id", "Provider", "ProviderFailurePercent", "_aws"}
+    # A request that failed on every model: the last model's provider in its document, the other in its own.
+    refused, bedrock = emf_documents(SCENARIOS["504"])
+    assert (refused["Provider"], refused["ProviderFailurePercent"]) == ("anthropic", [100])
+    assert (bedrock["Provider"], bedrock["ProviderFailurePercent"]) == ("bedrock", [100])
+
+
+def test_a_call_the_caller_got_wrong_is_not_the_providers_failure() -> None:
+    mistaken = record(attempts=(AttemptRecord("mock:advanced", "mock", "bad_request", 400, 3.0),
+                                AttemptRecord("mock:advanced", "mock", "rate_limited", 429, 3.0)))
+    assert emf_document(mistaken)["ProviderFailurePercent"] == [0, 100]
 
 
 def test_the_metric_table_names_every_metric() -> None:
@@ -314,8 +341,9 @@ def test_emf_observer_writes_whole_lines_directly_and_flushes() -> None:
     observer.observe(SCENARIOS["routed"])
     observer.observe(SCENARIOS["504"])
     lines = stream.getvalue().split("\n")
-    assert lines[-1] == "" and len(lines) == 3 and stream.flushes == 2
-    for line in lines[:2]:
+    # routed: one document; 504: its own and one per provider it reached (bedrock; anthropic is the record's).
+    assert lines[-1] == "" and len(lines) == 1 + 2 + 1 and stream.flushes == 2
+    for line in lines[:-1]:
         assert_valid(json.loads(line))
 
 
@@ -324,7 +352,8 @@ def test_emf_observer_follows_sys_stdout_and_bypasses_logging(capsys: pytest.Cap
     with caplog.at_level(logging.DEBUG):
         EmfObserver().observe(SCENARIOS["failover"])
     out = capsys.readouterr().out
-    assert out == emf_line(SCENARIOS["failover"]) + "\n"
+    assert out == "".join(line + "\n" for line in emf_lines(SCENARIOS["failover"]))
+    assert out.count("\n") == 2  # the request's document, and bedrock's failed call
     assert not caplog.records
 
 

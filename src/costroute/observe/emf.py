@@ -14,6 +14,15 @@ Directives (``_aws.CloudWatchMetrics``):
    provider name, and ``none`` when the request had none (refused before any choice).
 2. Only when the request failed: ``Errors`` with dimension set ``[["ErrorType"]]``. Error types are
    a bounded set (our reasons and error types, or an HTTP status).
+3. Only when a provider was called: ``ProviderFailurePercent`` with dimension set ``[["Provider"]]``,
+   one value per call (100 when the call failed, 0 when it answered), so that its Average per
+   provider is that provider's failure rate and its SampleCount its number of calls: what the
+   template's provider-failure alarm reads. A request's calls can reach several providers, and a
+   document holds one value per dimension, so the calls to the provider that served go in this
+   document and the calls to each other provider in a small document of their own
+   (``event.name`` ``costroute.provider_calls``, the request id, the provider and the values):
+   ``emf_documents`` gives them all. A call refused as the caller's mistake (``bad_request``,
+   ``too_large``) counts as answered: the provider did its part.
 
 ``Errors`` is one root member named by both directives: 0 or 1 in the first (so its Average is the
 error rate), and by type in the second. Callers and request ids stay plain fields, never
@@ -37,6 +46,7 @@ Failovers                Count         failovers of the request
 CeilingClamped           Count         1 when the budget ceiling lowered max_tokens
 OverBudget               Count         1 when the settled cost went over the budget
 BudgetRefused            Count         1 when the caller's budget refused the request (402)
+ProviderFailurePercent   Percent       per provider call: 100 failed, 0 answered (directive 3)
 =======================  ============  ======================================================
 
 Dollars have no CloudWatch unit, so they are ``None``. A metric value must be a JSON number, so
@@ -62,7 +72,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from costroute.observe.logline import error_type, log_fields, to_json
+from costroute.core.outcome import FailureKind
+from costroute.observe.logline import MAX_TEXT, error_type, log_fields, to_json
 from costroute.observe.record import RequestRecord
 
 NAMESPACE = "Costroute"
@@ -72,6 +83,13 @@ MAX_DIMENSION_VALUE = 250
 _YEAR_3000 = 32_503_680_000.0
 DIMENSION_SETS: tuple[tuple[str, ...], ...] = ((), ("Model",), ("Provider",))
 ERROR_DIMENSION_SETS: tuple[tuple[str, ...], ...] = (("ErrorType",),)
+PROVIDER_DIMENSION_SETS: tuple[tuple[str, ...], ...] = (("Provider",),)
+PROVIDER_FAILURE_METRIC = "ProviderFailurePercent"
+PROVIDER_CALLS_EVENT = "costroute.provider_calls"
+# Attempts that ended as the caller's mistake: the provider answered as it should.
+CALLER_MISTAKES = frozenset({FailureKind.BAD_REQUEST.value, FailureKind.TOO_LARGE.value})
+# The specification allows at most 100 values in one metric's array.
+MAX_VALUES = 100
 # Every metric the first directive may name, with its CloudWatch unit.
 METRIC_UNITS: dict[str, str] = {
     "Requests": "Count",
@@ -154,12 +172,59 @@ def emf_document(record: RequestRecord, namespace: str = NAMESPACE) -> dict[str,
             {"Namespace": namespace, "Dimensions": [list(names) for names in ERROR_DIMENSION_SETS],
              "Metrics": [{"Name": "Errors", "Unit": "Count"}]}
         )
-    # CloudWatch drops metrics stamped far from now, so an impossible clock reading falls back to now.
-    timestamp = record.timestamp if 0 < record.timestamp < _YEAR_3000 else time.time()
-    document["_aws"] = {"Timestamp": int(timestamp * 1000), "CloudWatchMetrics": directives}
+    calls = provider_calls(record)
+    served = calls.pop(document["Provider"], None)
+    if served:
+        document[PROVIDER_FAILURE_METRIC] = served
+        directives.append(_provider_directive(namespace))
+    document["_aws"] = {"Timestamp": _milliseconds(record), "CloudWatchMetrics": directives}
     return document
 
 
+def provider_calls(record: RequestRecord) -> dict[str, list[int]]:
+    """Each provider called (as a dimension value) -> one value per call: 100 failed, 0 answered."""
+    calls: dict[str, list[int]] = {}
+    for attempt in record.attempts:
+        failed = attempt.outcome != "ok" and attempt.outcome not in CALLER_MISTAKES
+        values = calls.setdefault(dimension_value(attempt.provider), [])
+        if len(values) < MAX_VALUES:
+            values.append(100 if failed else 0)
+    return calls
+
+
+def emf_documents(record: RequestRecord, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """The request's document, then one small document per other provider its calls reached."""
+    main = emf_document(record, namespace)
+    others = provider_calls(record)
+    others.pop(main["Provider"], None)
+    documents = [main]
+    for provider, values in others.items():
+        documents.append({
+            "event.name": PROVIDER_CALLS_EVENT,
+            "costroute.request_id": record.request_id[:MAX_TEXT],
+            "Provider": provider,
+            PROVIDER_FAILURE_METRIC: values,
+            "_aws": {"Timestamp": _milliseconds(record), "CloudWatchMetrics": [_provider_directive(namespace)]},
+        })
+    return documents
+
+
+def _provider_directive(namespace: str) -> dict[str, Any]:
+    return {"Namespace": namespace, "Dimensions": [list(names) for names in PROVIDER_DIMENSION_SETS],
+            "Metrics": [{"Name": PROVIDER_FAILURE_METRIC, "Unit": "Percent"}]}
+
+
+def _milliseconds(record: RequestRecord) -> int:
+    # CloudWatch drops metrics stamped far from now, so an impossible clock reading falls back to now.
+    timestamp = record.timestamp if 0 < record.timestamp < _YEAR_3000 else time.time()
+    return int(timestamp * 1000)
+
+
 def emf_line(record: RequestRecord, namespace: str = NAMESPACE) -> str:
-    """The EMF document as one compact JSON line (no newline inside, none at the end)."""
+    """The request's EMF document as one compact JSON line (no newline inside, none at the end)."""
     return to_json(emf_document(record, namespace))
+
+
+def emf_lines(record: RequestRecord, namespace: str = NAMESPACE) -> list[str]:
+    """Every EMF document of the request (``emf_documents``), each as one compact JSON line."""
+    return [to_json(document) for document in emf_documents(record, namespace)]

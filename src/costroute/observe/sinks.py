@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterable
 from typing import Literal, TextIO
 
-from costroute.observe.emf import NAMESPACE, emf_line
+from costroute.observe.emf import NAMESPACE, emf_lines
 from costroute.observe.logline import json_line, readable_line
 from costroute.observe.record import RequestObserver, RequestRecord
 
@@ -109,7 +109,7 @@ class EmfObserver:
 
     def observe(self, record: RequestRecord) -> None:
         """Write the record's EMF line and flush it."""
-        line = emf_line(record, self.namespace) + "\n"
+        line = "".join(line + "\n" for line in emf_lines(record, self.namespace))
         stream = self._stream if self._stream is not None else sys.stdout
         try:
             with _write_lock:
