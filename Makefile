@@ -35,8 +35,12 @@ run: $(STAMP)
 
 ## make serve: the production-style server on 127.0.0.1:$(PORT): gunicorn, gthread workers; settings in
 ## gunicorn.conf.py, overridable from the environment (WEB_CONCURRENCY, GUNICORN_THREADS, GUNICORN_TIMEOUT, ...).
+## GET /metrics counts across workers through prometheus_client's files in PROMETHEUS_MULTIPROC_DIR, emptied
+## before each start (a previous run's files would be counted again).
+PROMETHEUS_MULTIPROC_DIR ?= $(abspath .cache/prometheus)
 serve: $(STAMP)
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py costroute.wsgi:app
+	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
+	PORT=$(PORT) PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/gunicorn -c gunicorn.conf.py costroute.wsgi:app
 
 ## make test: lint (ruff), types (mypy, strict) and the whole suite; each must find nothing.
 test: $(STAMP) $(WHEELHOUSE_STAMP) lint
@@ -69,6 +73,10 @@ build-RouterFunction:
 	rm -rf "$(ARTIFACTS_DIR)/costroute"
 	cp -r src/costroute "$(ARTIFACTS_DIR)/costroute"
 	find "$(ARTIFACTS_DIR)/costroute" -name __pycache__ -prune -exec rm -rf {} +
+	# A registry too large for the environment or SSM ships in the artifact (template parameter RegistryFile=registry.json,
+	# read from /var/task): copied when the repository root has one (checked to be JSON), and never left over from a build.
+	rm -f "$(ARTIFACTS_DIR)/registry.json"
+	if [ -f registry.json ]; then $(PYTHON) -m json.tool registry.json > /dev/null && cp registry.json "$(ARTIFACTS_DIR)/registry.json"; fi
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile --upgrade -r requirements.txt \
 		-t "$(ARTIFACTS_DIR)" $(ARTIFACT_PIP_FLAGS)
 	# /var/task is read-only: without shipped .pyc files every cold start compiles every module.
