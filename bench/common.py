@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -94,9 +94,13 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     ``PYTHONPATH`` is kept: ``PYTHONPATH=/elsewhere/src make bench`` measures another copy of the
     package (a proposed change) with everything else equal.
     """
-    drop_prefixes = ("AWS_", "OPENAI_", "MODELS_CONFIG", "GUNICORN_", "MOCK_", "BREAKER_")
+    # LOG_FORMAT, LOG_LEVEL, budgets and spend stores, Prometheus' directory and the Anthropic SDK's
+    # own variables all change what a request does; each figure sets what it measures itself.
+    drop_prefixes = ("AWS_", "OPENAI_", "ANTHROPIC_", "MODELS_CONFIG", "BUDGETS_CONFIG", "SPEND_", "PROMETHEUS_",
+                     "LOG_", "GUNICORN_", "MOCK_", "BREAKER_")
     drop = {"WEB_CONCURRENCY", "PORT", "HOST", "CONFIG_TTL_SECONDS", "REQUEST_DEADLINE_SECONDS",
-            "PROVIDER_TIMEOUT_SECONDS", "MAX_BODY_BYTES", "PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP", "LOG_LEVEL"}
+            "PROVIDER_TIMEOUT_SECONDS", "MAX_BODY_BYTES", "PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP",
+            "prometheus_multiproc_dir"}
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(drop_prefixes)}
     # boto3 must never look for real credentials or the instance metadata service.
     env["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -117,9 +121,32 @@ def run_child_json(args: Sequence[str], env: Mapping[str, str], timeout: float =
     lines = [line for line in completed.stdout.splitlines() if line.strip()]
     if not lines:
         raise RuntimeError(f"child {' '.join(args)} printed nothing; stderr:\n{completed.stderr[-3000:]}")
-    result = json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
     result.setdefault("_stderr", completed.stderr)
     return result
+
+
+def discard_stdout() -> TextIO:
+    """Point this process's stdout (file descriptor 1) at /dev/null; a stream on the old stdout for the result.
+
+    The service writes one line per request to stdout (the ``costroute.requests`` logger, or the EMF
+    line written to ``sys.stdout`` directly). A benchmark child calls this before building the app:
+    every such line is still formatted and written (a real ``write`` to /dev/null, flushed as in
+    production), but neither a terminal nor the parent's pipe pays for it, and the result line
+    printed on the returned stream is the only thing the parent reads.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    return os.fdopen(saved, "w", encoding="utf-8")
+
+
+def print_result(stream: TextIO, result: Mapping[str, Any]) -> None:
+    """The child's one JSON line, on the stream ``discard_stdout`` returned."""
+    stream.write(json.dumps(result) + "\n")
+    stream.flush()
 
 
 def loadavg() -> float:

@@ -11,6 +11,16 @@ on a free port of 127.0.0.1, and stopped with SIGTERM to the master it started:
 * ours at concurrency 16 with a registry whose mock models wait 100 ms (``mock_delay_ms``), like
   a fast real model: what a worker class does when calls are IO-bound.
 
+Figures 7 and 9 use the same servers and load, two servers of ours at a time (gthread), measured
+A B B A A B B A per concurrency, 2 s each run: with and without ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory of its
+own, as ``make serve`` gives; Prometheus metrics on, ``GET /metrics`` served), and with and
+without budgets (``BUDGETS_CONFIG_JSON``, a generous daily limit for every caller, and a fresh
+SQLite file at ``SPEND_DB_PATH`` shared by the workers, as ``make serve`` would use).
+
+Every server's stdout, where the service writes its line per request (the readable line, the
+default outside Lambda), goes to /dev/null; gunicorn's own log (stderr) goes to a file that is
+kept, and named, only when a run fails.
+
 wrk is installed with ``apt-get install -y wrk`` when it is missing (the one network access of
 the benchmarks, as root only); without it this figure is skipped, and says so.
 """
@@ -26,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -73,7 +84,8 @@ def ensure_wrk(log: Any = sys.stderr) -> str | None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _worker_rss_mb(master_pid: int) -> list[float]:
@@ -96,13 +108,16 @@ def _worker_rss_mb(master_pid: int) -> list[float]:
 
 @contextmanager
 def gunicorn(app: str, env_extra: dict[str, str], log_path: Path) -> Iterator[tuple[str, int]]:
-    """Serve ``app`` with gunicorn.conf.py on a free loopback port; yield (base URL, master pid)."""
+    """Serve ``app`` with gunicorn.conf.py on a free loopback port; yield (base URL, master pid).
+
+    stdout (the request lines) goes to /dev/null, stderr (gunicorn's own log) to ``log_path``.
+    """
     port = free_port()
     env = clean_env({"PORT": str(port), "HOST": "127.0.0.1", **env_extra})
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), app],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -230,4 +245,134 @@ def run(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
     results["gthread_vs_sync_io100ms_c16"] = round(
         runs["ours_io100ms_gthread"]["c16"]["rps"] / runs["ours_io100ms_sync"]["c16"]["rps"], 2
     )
+    return results
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _pair(
+    figure: str,
+    servers: dict[str, dict[str, str]],
+    quick: bool,
+    log: Any,
+    check: Any = None,
+) -> dict[str, Any]:
+    """Two servers of ours (gthread) up at once, measured A B B A A B B A at c1 and c16 (figure 3's method, 4 x 2 s).
+
+    ``servers`` maps a name to the server's extra environment; ``check(urls)`` runs after the
+    load, while the servers are still up. Requests/s, latency and µs per request (1 / throughput).
+    """
+    wrk_path = ensure_wrk(log)
+    if wrk_path is None:
+        return {"skipped": "wrk is not available"}
+    segment = 1 if quick else 2
+    workdir = Path(tempfile.mkdtemp(prefix=f"costroute-bench-{figure}-"))
+    body_file = workdir / "haiku.json"
+    body_file.write_text(haiku_json())
+    log_path = workdir / "gunicorn.log"
+    results: dict[str, Any] = {
+        "seconds_per_segment": segment,
+        "method": "servers up at once; per concurrency, wrk runs in the order A B B A A B B A; requests/s over the "
+                  "four runs of each, percentiles their mean; us_per_request = 1e6 / requests/s",
+        "runs": {},
+    }
+    failed = False
+    try:
+        with ExitStack() as stack:
+            urls: dict[str, str] = {}
+            for key, env in servers.items():
+                base, _master = stack.enter_context(gunicorn(OURS, env, log_path))
+                urls[key] = base
+            for url in urls.values():
+                wrk(wrk_path, url + "/route", str(body_file), 16, 1)  # warm every worker
+            order = (list(servers) + list(reversed(servers))) * 2
+            for connections in (1, 16):
+                print(f"bench: {figure} http c{connections}: {' '.join(order)}", file=log)
+                segments: dict[str, list[dict[str, Any]]] = {key: [] for key in servers}
+                for key in order:
+                    segments[key].append(wrk(wrk_path, urls[key] + "/route", str(body_file), connections, segment))
+                for key in servers:
+                    merged = _merge(segments[key])
+                    merged["us_per_request"] = round(1e6 / merged["rps"], 1) if merged["rps"] else None
+                    results["runs"].setdefault(key, {})[f"c{connections}"] = merged
+            if check is not None:
+                results["check"] = check(urls)
+            results["loadavg"] = loadavg()
+    except Exception:
+        failed = True
+        print(f"bench: gunicorn's log is kept in {log_path}", file=log)
+        raise
+    finally:
+        if not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def _difference(results: dict[str, Any], on: str, off: str) -> None:
+    """Per concurrency: requests/s ratio and µs per request added, ``on`` against ``off``."""
+    runs = results.get("runs")
+    if not runs:
+        return
+    for c in ("c1", "c16"):
+        a, b = runs[on][c], runs[off][c]
+        results[f"ratio_rps_{c}"] = round(a["rps"] / b["rps"], 3)
+        results[f"added_us_per_request_{c}"] = round(a["us_per_request"] - b["us_per_request"], 1)
+        results[f"added_p50_ms_{c}"] = round(a["p50_ms"] - b["p50_ms"], 3)
+
+
+def run_metrics(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
+    """Figure 7 over HTTP: Prometheus metrics on (``PROMETHEUS_MULTIPROC_DIR``) and off."""
+    directory = tempfile.TemporaryDirectory(prefix="costroute-bench-prometheus-")
+
+    def check(urls: dict[str, str]) -> dict[str, Any]:
+        on_status, on_body = _get(urls["metrics_on"] + "/metrics")
+        off_status, _ = _get(urls["metrics_off"] + "/metrics")
+        counted = 0.0
+        for line in on_body.decode("utf-8", "replace").splitlines():
+            if line.startswith("costroute_requests_total{"):
+                counted += float(line.rsplit(" ", 1)[1])
+        if on_status != 200 or off_status != 404 or not counted:
+            raise RuntimeError(f"/metrics: {on_status} with metrics on (requests counted: {counted}), "
+                               f"{off_status} with metrics off; expected 200 and 404")
+        return {"metrics_on_status": on_status, "metrics_off_status": off_status, "requests_counted": counted,
+                "multiproc_files": len(list(Path(directory.name).iterdir()))}
+
+    try:
+        results = _pair("metrics", {"metrics_on": {"PROMETHEUS_MULTIPROC_DIR": directory.name}, "metrics_off": {}},
+                        quick, log, check)
+    finally:
+        directory.cleanup()
+    _difference(results, "metrics_on", "metrics_off")
+    return results
+
+
+BUDGETS_DOCUMENT = json.dumps({"default": {"daily_usd": 1000}})
+
+
+def run_budgets(quick: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
+    """Figure 9 over HTTP: budgets on (SQLite, one file for both workers) and off."""
+    directory = tempfile.TemporaryDirectory(prefix="costroute-bench-spend-")
+    database = str(Path(directory.name) / "spend.sqlite3")
+
+    def check(urls: dict[str, str]) -> dict[str, Any]:
+        with urllib.request.urlopen(urllib.request.Request(
+                urls["budgets"] + "/route", data=haiku_json().encode(), headers={"Content-Type": "application/json"}),
+                timeout=5) as response:
+            budget = json.loads(response.read()).get("budget")
+        if not budget:
+            raise RuntimeError("the server with budgets answered without a budget object")
+        return {"budget_remaining_usd": budget.get("remaining_usd"), "database_bytes": Path(database).stat().st_size}
+
+    try:
+        results = _pair("budgets", {"budgets": {"BUDGETS_CONFIG_JSON": BUDGETS_DOCUMENT, "SPEND_DB_PATH": database},
+                                    "none": {}}, quick, log, check)
+    finally:
+        directory.cleanup()
+    _difference(results, "budgets", "none")
     return results

@@ -54,7 +54,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         gc.collect()
         for _ in range(ROUNDS):
             samples += time_calls(functools.partial(select_model, models, request), calls // ROUNDS)
-        summary = summarise_ns(samples)
+        summary: dict[str, Any] = dict(summarise_ns(samples))
         summary["per_model_us"] = round(summary["p50_us"] / size, 3)
         summary["chosen"] = decision.model.id if decision.model else None
         summary["rung"] = decision.rung
