@@ -18,23 +18,22 @@ from urllib.parse import urlsplit
 from costroute import __version__
 from costroute.breaker import CircuitBreakers
 from costroute.config.aws import AwsClients
-from costroute.config.budgets_source import budgets_source
 from costroute.config.cache import CachedValue, ConfigError
 from costroute.config.credentials import Secrets, cache_status, key_source
 from costroute.config.registry_source import registry_source
 from costroute.config.settings import Settings
-from costroute.core.budgets import BudgetsDocument
 from costroute.core.registry import Model, ProviderSpec, Registry
 from costroute.observe.record import RequestObserver
 from costroute.providers import KINDS, KindCatalog
 from costroute.providers.base import AdapterDeps, KeySource, Provider
 from costroute.runtime import Runtime
 from costroute.service.router import RouterService
-from costroute.service.spend import SpendGate
-from costroute.stores.base import SpendStore
 
 if TYPE_CHECKING:
+    from costroute.core.budgets import BudgetsDocument
     from costroute.observe.prometheus import PrometheusMetrics
+    from costroute.service.spend import SpendGate
+    from costroute.stores.base import SpendStore
 
 
 class ProviderPool:
@@ -117,10 +116,16 @@ def build_runtime(
     keys_environ = ChainMap(seed_key, dict(os.environ) if environ is None else dict(environ))
     pool = ProviderPool(KINDS, secrets, keys_environ, settings, sleep, providers)
     breakers = CircuitBreakers(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds, clock)
-    budgets = budgets_source(settings, clients, clock)
-    gate = None
-    if budgets is not None:
-        gate = SpendGate(budgets.get, spend_store or _spend_store(settings, clients), wall_clock, sleep)
+    budgets: CachedValue[BudgetsDocument] | None = None
+    gate: SpendGate | None = None
+    if settings.budgets_configured:
+        # Imported only with budgets: a deployment without them never loads spend control.
+        from costroute.config.budgets_source import budgets_source
+        from costroute.service.spend import SpendGate
+
+        budgets = budgets_source(settings, clients, clock)
+        if budgets is not None:
+            gate = SpendGate(budgets.get, spend_store or _spend_store(settings, clients), wall_clock, sleep)
     service = RouterService(
         registry=registry.get,
         providers=pool,

@@ -11,10 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Permit:
+class Permit(NamedTuple):
     """Whether a call may start now, whether it is the half-open trial, and why not when refused."""
 
     allowed: bool

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from costroute.config.cache import CachedValue
 from costroute.config.settings import Settings
 from costroute.core.registry import Registry
 from costroute.observe.record import RequestObserver, RequestRecord
 from costroute.service.router import RouterService
-from costroute.service.spend import SpendGate
+
+if TYPE_CHECKING:
+    from costroute.service.spend import SpendGate
 
 
 class MetricsExposition(Protocol):

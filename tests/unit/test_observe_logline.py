@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -367,8 +366,8 @@ def test_markers_stay_in_their_place_in_the_readable_line() -> None:
 
 def test_the_record_holds_no_text_and_no_key() -> None:
     for cls in (RequestRecord, AttemptRecord):
-        names = [field.name for field in dataclasses.fields(cls)]
-        assert not [name for name in names if FORBIDDEN_NAME.search(name)], cls
+        names = list(cls._fields)
+        assert names and not [name for name in names if FORBIDDEN_NAME.search(name)], cls
 
 
 def test_the_marker_check_is_not_vacuous() -> None:

@@ -18,7 +18,8 @@ from moto import mock_aws
 
 from costroute.core.budgets import Committed, Limits, Periods, periods_at
 from costroute.core.selection import plain_decimal
-from costroute.stores.base import LedgerEntry, Reservation, SpendStore, StoreUnavailable
+from costroute.stores import StoreUnavailable
+from costroute.stores.base import LedgerEntry, Reservation, SpendStore
 from costroute.stores.dynamodb import DynamoDBStore
 from costroute.stores.dynamodb import _n as dynamodb_number
 from costroute.stores.memory import MemoryStore

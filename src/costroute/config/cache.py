@@ -11,8 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 FAILED_LOAD_RETRY_SECONDS = 5.0
@@ -24,8 +23,7 @@ class ConfigError(Exception):
     """A configuration value that could not be loaded; the message never holds a secret."""
 
 
-@dataclass(frozen=True)
-class CacheStatus:
+class CacheStatus(NamedTuple):
     """What /health reports about one cached value."""
 
     source: str

@@ -9,6 +9,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from costroute.core.fields import is_http_url
 
@@ -28,8 +29,7 @@ class SettingsError(ValueError):
     """An environment variable with a value the service cannot use."""
 
 
-@dataclass(frozen=True)
-class OpenAIModelSettings:
+class OpenAIModelSettings(NamedTuple):
     """The seed's OPENAI_* variables that describe the one OpenAI model added to the default registry."""
 
     name: str = "gpt-4o-mini"

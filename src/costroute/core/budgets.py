@@ -31,7 +31,6 @@ from typing import Any
 
 from costroute.core.fields import DocumentError, FieldReader, json_type
 
-ANONYMOUS = "anonymous"
 MAX_LIMIT_USD = Decimal(1_000_000_000)
 DOCUMENT_FIELDS = ("default", "callers", "admins", "require_known_callers", "baseline_model")
 LIMIT_FIELDS = ("daily_usd", "monthly_usd")

@@ -21,7 +21,6 @@ bound is in ``plan.py``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
 from typing import NamedTuple
 
@@ -41,8 +40,7 @@ UNKNOWN_TASK_QUALITY = 2
 NO_TASK_QUALITY = 1
 
 
-@dataclass(frozen=True)
-class TaskDefaults:
+class TaskDefaults(NamedTuple):
     """What a task type implies when the caller does not say: a quality floor and an output size."""
 
     quality: int
@@ -62,8 +60,7 @@ TASK_DEFAULTS: Mapping[str, TaskDefaults] = {
 }
 
 
-@dataclass(frozen=True)
-class ChatMessage:
+class ChatMessage(NamedTuple):
     """The parts of one chat message that count towards the prompt."""
 
     role: str

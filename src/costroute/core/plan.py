@@ -15,9 +15,8 @@ within the budget. Money is exact ``Decimal`` arithmetic at 100 digits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal, localcontext
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from costroute.core.estimate import EXACT
 from costroute.core.registry import Model
@@ -26,8 +25,7 @@ from costroute.core.registry import Model
 RateName = Literal["input", "cache write", "1-hour cache write"]
 
 
-@dataclass(frozen=True)
-class WorstInput:
+class WorstInput(NamedTuple):
     """The most a request's input can count and cost on one model."""
 
     tokens: int
@@ -57,8 +55,7 @@ def worst_input(model: Model, prompt_bound: int, provider_extra_tokens: int = 0,
     return WorstInput(tokens=tokens, rate_per_token=rate, rate_name=name)
 
 
-@dataclass(frozen=True)
-class CallPlan:
+class CallPlan(NamedTuple):
     """The output cap sent with a call, whether the cost ceiling set it, and the call's worst case."""
 
     max_tokens: int

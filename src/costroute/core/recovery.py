@@ -14,29 +14,26 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from costroute.core.outcome import ErrorReason, FailureKind, ProviderError
 
 
-@dataclass(frozen=True)
-class Retry:
+class Retry(NamedTuple):
     """Wait, then call the same model once more."""
 
     wait_s: float
     why: str
 
 
-@dataclass(frozen=True)
-class FailOver:
+class FailOver(NamedTuple):
     """Try the next model the ladder picks; ``why`` says why the same model was not retried, if worth saying."""
 
     why: str | None = None
 
 
-@dataclass(frozen=True)
-class Stop:
+class Stop(NamedTuple):
     """End the request with this reason."""
 
     reason: ErrorReason

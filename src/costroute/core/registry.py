@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from costroute.core.fields import DocumentError, FieldReader, json_type
 
@@ -72,8 +72,7 @@ class CredentialSource(StrEnum):
     MISSING = "missing"  # the provider needs a key and none is configured
 
 
-@dataclass(frozen=True)
-class CredentialRef:
+class CredentialRef(NamedTuple):
     """A reference to a key, never the key: an environment variable or a Secrets Manager secret."""
 
     source: CredentialSource

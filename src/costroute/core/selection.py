@@ -87,8 +87,7 @@ class Candidate(NamedTuple):
     reason: str
 
 
-@dataclass(frozen=True)
-class Rung:
+class Rung(NamedTuple):
     """One rung of the ladder: which constraints it keeps and what it optimises."""
 
     number: int

@@ -15,16 +15,15 @@ tokens it generated but never delivered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from typing import NamedTuple
 
 from costroute.core.estimate import EXACT
 from costroute.core.plan import CallPlan
 from costroute.core.registry import Model
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """What a call consumed, by billing class."""
 
     input_tokens: int
@@ -38,8 +37,7 @@ class Usage:
         """Every input token, cached or not (what OpenAI calls ``prompt_tokens``)."""
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens + self.cache_write_1h_tokens
 
-@dataclass(frozen=True)
-class Settlement:
+class Settlement(NamedTuple):
     """The settled usage and its exact cost, and what the trace should say about them."""
 
     usage: Usage

@@ -7,15 +7,13 @@ or answer text and no key: only names, counts, exact amounts and timings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 Dialect = Literal["route", "chat", "other"]
 
 
-@dataclass(frozen=True)
-class AttemptRecord:
+class AttemptRecord(NamedTuple):
     """One provider call of the request."""
 
     model: str
@@ -25,8 +23,7 @@ class AttemptRecord:
     duration_ms: float
 
 
-@dataclass(frozen=True)
-class RequestRecord:
+class RequestRecord(NamedTuple):
     """Everything the observers may say about one request; ``None`` where it does not apply."""
 
     request_id: str

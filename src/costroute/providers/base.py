@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from costroute.core.fields import FieldReader
@@ -57,8 +57,7 @@ class ProviderCall:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     """A provider's whole answer; ``usage`` is None when the provider reported none."""
 
     text: str
@@ -71,8 +70,7 @@ class Completion:
     refusal: str | None = None
 
 
-@dataclass(frozen=True)
-class StreamPiece:
+class StreamPiece(NamedTuple):
     """One piece of a streamed answer: text or tool-call deltas, or the closing finish reason and usage."""
 
     text: str = ""

@@ -24,9 +24,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from costroute.core.estimate import CHARS_PER_TOKEN, ChatMessage, estimate_prompt_tokens, estimate_text_tokens
 from costroute.core.fields import FieldReader
@@ -56,8 +55,7 @@ _KIND_BY_STATUS = {
 _MAX_SCHEMA_DEPTH = 12
 
 
-@dataclass(frozen=True)
-class MockOptions:
+class MockOptions(NamedTuple):
     """How the mock misbehaves for one model: for failover and breaker tests."""
 
     fail_status: int | None = None

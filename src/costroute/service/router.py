@@ -15,10 +15,9 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from costroute.breaker import CircuitBreakers
-from costroute.core.budgets import ANONYMOUS, Window
 from costroute.core.estimate import estimate_prompt_tokens
 from costroute.core.outcome import Attempt, ErrorReason, FailureKind, ProviderError, RoutingFailed
 from costroute.core.plan import CallPlan, WorstInput, input_alone_exceeds, least_call_cost, plan_call, worst_input
@@ -36,10 +35,17 @@ from costroute.core.selection import (
 )
 from costroute.core.settle import Settlement, settle, usage_cost
 from costroute.providers.base import Completion, Provider, ProviderCall, StreamPiece
-from costroute.service.spend import BudgetView, RequestSpend, SpendGate, baseline_model
-from costroute.stores.base import LedgerEntry
+
+if TYPE_CHECKING:
+    # Spend control's modules are imported only when budgets are configured (a cold start without
+    # them does not pay for their classes).
+    from costroute.service.spend import BudgetView, RequestSpend, SpendGate
+    from costroute.stores.base import LedgerEntry
 
 logger = logging.getLogger("costroute.router")
+
+# The caller of a request that names none (no API key, no bearer token).
+ANONYMOUS = "anonymous"
 
 # Never plan to use the last moments before the platform's own limit.
 DEADLINE_SAFETY_MARGIN_SECONDS = 0.5
@@ -48,8 +54,7 @@ DEADLINE_SAFETY_MARGIN_SECONDS = 0.5
 BUDGET_TRIES = 100
 
 
-@dataclass(frozen=True)
-class RequestContext:
+class RequestContext(NamedTuple):
     """Which request this is and who sent it: the web layer knows, the router records (ledger, budgets)."""
 
     request_id: str = ""
@@ -96,15 +101,13 @@ class RouteOutcome:
         return sum(1 for before, after in zip(models, models[1:], strict=False) if before != after)
 
 
-@dataclass(frozen=True)
-class StreamEnd:
+class StreamEnd(NamedTuple):
     """The last item of a streamed route: the settled outcome (its ``stream_error`` says if the stream broke)."""
 
     outcome: RouteOutcome
 
 
-@dataclass(frozen=True)
-class StreamedRoute:
+class StreamedRoute(NamedTuple):
     """A route whose answer arrives in pieces; the last item the pieces yield is a ``StreamEnd``.
 
     ``opening`` is the account as it stands when the first piece is ready (for response headers).
@@ -662,6 +665,9 @@ class RouterService:
         self._settle_spend(run, None, kind)
 
     def _ledger_entry(self, run: _Run, spend: RequestSpend, settlement: Settlement | None, outcome: str) -> LedgerEntry:
+        from costroute.service.spend import baseline_model
+        from costroute.stores.base import LedgerEntry
+
         usage = settlement.usage if settlement is not None else None
         actual = settlement.cost_usd if settlement is not None else Decimal(0)
         baseline = baseline_model(spend.gate.document(), run.registry)
@@ -739,5 +745,6 @@ def _caller_name(spend: RequestSpend) -> str:
 
 def _left_text(view: BudgetView) -> str:
     """What is left in each limited window, for the trace."""
+    from costroute.core.budgets import Window
     parts = [f"{format_usd(w.remaining_usd)} {'today' if w.window is Window.DAY else 'this month'}" for w in view.windows]
     return " and ".join(parts) if parts else "no limit"

@@ -32,7 +32,8 @@ from costroute.core.budgets import (
 from costroute.core.outcome import ErrorReason, RoutingFailed
 from costroute.core.registry import Model, Registry
 from costroute.core.selection import format_usd
-from costroute.stores.base import LedgerEntry, Reservation, SpendStore, StoreUnavailable
+from costroute.stores import STORE_RETRY_AFTER_SECONDS, StoreUnavailable
+from costroute.stores.base import LedgerEntry, Reservation, SpendStore
 
 logger = logging.getLogger("costroute.spend")
 
@@ -44,8 +45,6 @@ SETTLE_BACKOFF_SECONDS = 0.05
 # the deadline); then settlement may retry. So a hold stops counting only after twice the deadline
 # plus this margin, when the request cannot be running any more.
 HOLD_MARGIN_SECONDS = 30.0
-# A store that cannot be reached: a client may try again shortly.
-STORE_RETRY_AFTER_SECONDS = 1.0
 
 
 def hold_seconds(deadline_seconds: float) -> float:

@@ -71,10 +71,6 @@ class UsageRow:
     output_tokens: int
 
 
-class StoreUnavailable(Exception):
-    """The store could not be read or written; the message names it and never holds a secret."""
-
-
 class SpendStore(Protocol):
     """Where reservations, spend, the ledger and usage live."""
 

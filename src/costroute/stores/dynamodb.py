@@ -33,7 +33,8 @@ from typing import Any
 
 from costroute.core.budgets import Committed, Limits, Periods, Window, ceilings_for
 from costroute.core.selection import plain_decimal
-from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, StoreUnavailable, UsageRow
+from costroute.stores import StoreUnavailable
+from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, UsageRow
 
 # How long ledger items and old months' budget items stay before DynamoDB's TTL deletes them.
 RETENTION_SECONDS = 400 * 86400

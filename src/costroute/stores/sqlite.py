@@ -18,7 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from costroute.core.budgets import Committed, Limits, Periods, fits
-from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, StoreUnavailable, UsageRow
+from costroute.stores import StoreUnavailable
+from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, UsageRow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (

@@ -19,11 +19,10 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
-from costroute.core.budgets import ANONYMOUS
 from costroute.core.outcome import ErrorReason, RoutingFailed
 from costroute.observe.record import AttemptRecord, Dialect, RequestRecord
 from costroute.runtime import Runtime
-from costroute.service.router import RequestContext, RouteOutcome
+from costroute.service.router import ANONYMOUS, RequestContext, RouteOutcome
 
 # Set by handler.py's WSGI wrapper on Lambda (from the event, never from a header).
 TIME_LEFT_ENVIRON_KEY = "costroute.time_left_s"

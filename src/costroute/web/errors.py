@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
@@ -23,8 +23,10 @@ from werkzeug.exceptions import HTTPException
 from costroute.config.cache import ConfigError
 from costroute.core.outcome import Attempt, ErrorReason, RoutingFailed
 from costroute.core.requests import InvalidRequest, RequestProblem
-from costroute.service.spend import STORE_RETRY_AFTER_SECONDS, BudgetView
-from costroute.stores.base import StoreUnavailable
+from costroute.stores import STORE_RETRY_AFTER_SECONDS, StoreUnavailable
+
+if TYPE_CHECKING:
+    from costroute.service.spend import BudgetView
 
 logger = logging.getLogger("costroute.web")
 
@@ -128,8 +130,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RoutingFailed)
     def _routing(exc: RoutingFailed) -> Response:
         g.failure = exc
-        details = {name: budget_json(value) if isinstance(value, BudgetView) else value
-                   for name, value in exc.details.items()}
+        details: dict[str, Any] = {}
+        if exc.details:
+            from costroute.service.spend import BudgetView  # details exist only with budgets
+
+            details = {name: budget_json(value) if isinstance(value, BudgetView) else value
+                       for name, value in exc.details.items()}
         return error_response(
             STATUS_BY_REASON[exc.reason],
             exc.reason.value,

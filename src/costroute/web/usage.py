@@ -12,16 +12,17 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from costroute.core.requests import InvalidRequest
 from costroute.core.selection import plain_decimal
-from costroute.service.spend import baseline_model
-from costroute.stores.base import UsageRow
 from costroute.web.context import caller_id, runtime
 from costroute.web.errors import budget_json, error_response
+
+if TYPE_CHECKING:
+    from costroute.stores.base import UsageRow
 
 usage = Blueprint("usage", __name__)
 
@@ -67,6 +68,8 @@ def usage_report() -> Response:
     if gate is None:
         return error_response(404, "budgets_not_configured", "no budgets document is configured "
                               "(BUDGETS_CONFIG_JSON or BUDGETS_CONFIG_SSM_PARAMETER), so there is no ledger")
+    from costroute.service.spend import baseline_model  # spend control is loaded only with budgets
+
     caller = caller_id()
     budget = gate.admit(caller)
     today = datetime.fromtimestamp(gate.now(), tz=UTC).date()
