@@ -189,7 +189,8 @@ def _plain(value: str | None, limit: int = 80) -> str:
     """A string for the human line: control characters escaped, cut at ``limit``."""
     if value is None:
         return "-"
-    clean = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in value)
+    # Nearly every value is printable already: checked in C before escaping character by character.
+    clean = value if value.isprintable() else "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in value)
     return clean if len(clean) <= limit else clean[: limit - 1] + "\u2026"
 
 
