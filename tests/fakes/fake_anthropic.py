@@ -179,14 +179,12 @@ import json
 import re
 import socket
 import sys
-import threading
 import traceback
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
+
+from tests.fakes.fakehttp import FakeHandler, FakeServer, FakeService
 
 __all__ = [
     "ALLOWED_FIELDS",
@@ -944,96 +942,15 @@ def _error_body(error_type: str, message: str, request_id: str, error_code: str 
 # ---- HTTP server ---------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its FakeAnthropic and tracks open connections."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, fake: FakeAnthropic) -> None:
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     """Request handler implementing the fake Messages endpoint."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "FakeAnthropic/1.0"
-    server: _Server
+    server: FakeServer[FakeAnthropic]
 
-    def version_string(self) -> str:
-        """Value of the Server header."""
-        return self.server_version
-
-    # ---- connection lifecycle -------------------------------------------------
-
-    def setup(self) -> None:
-        """Register the connection so close() can shut it down."""
-        super().setup()
-        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus the
-        # client's delayed ACK would add ~40 ms to every keep-alive response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        """Unregister the connection."""
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def handle_one_request(self) -> None:
-        """Serve one request, treating a vanished client as end of connection."""
-        try:
-            super().handle_one_request()
-        except (TimeoutError, ConnectionError, OSError):
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-    # ---- request plumbing -----------------------------------------------------
-
-    def _read_body(self) -> bytes:
-        """Read the whole request body (Content-Length or chunked)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            data = bytearray()
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(data)
-                data += self.rfile.read(size)
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _record(self, raw: bytes) -> dict[str, Any] | None:
-        """Parse and record the request; return the body if it is a JSON object."""
-        body: dict[str, Any] | None = None
-        if raw:
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                body = parsed
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self.server.fake._record(RecordedRequest(self.path, headers, body, self.command, raw))
-        return body
-
-    def _wants_close(self) -> bool:
-        """True when the client asked for ``Connection: close``."""
-        return self.headers.get("Connection", "").lower() == "close"
+    def _recorded(self, headers: dict[str, str], body: dict[str, Any] | None, raw: bytes) -> RecordedRequest:
+        """This request as a RecordedRequest."""
+        return RecordedRequest(self.path, headers, body, self.command, raw)
 
     def _start(self, code: int, content_type: str, request_id: str, headers: Mapping[str, str]) -> None:
         """Send the status line and headers common to every response."""
@@ -1088,15 +1005,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- routing -------------------------------------------------------------
 
-    def _read_body_or_400(self) -> bytes | None:
-        """Read the body; on a broken framing answer 400, close the connection and return None."""
-        try:
-            return self._read_body()
-        except ValueError:
-            self.close_connection = True
-            self._record(b"")
-            self._send_error(400, "Malformed request body framing.")
-            return None
+    def _send_framing_error(self) -> None:
+        """Answer a broken body framing with an Anthropic-shaped 400."""
+        self._send_error(400, "Malformed request body framing.")
 
     def do_GET(self) -> None:
         """No GET endpoint exists: 404."""
@@ -1235,31 +1146,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeService[Behaviour, RecordedRequest]):
     """Local fake of Anthropic's Messages API on 127.0.0.1; starts serving on construction."""
 
     def __init__(self, api_key: str = "sk-ant-test-fake") -> None:
         """Bind 127.0.0.1 on an ephemeral port and serve in a daemon thread."""
         self.api_key: str = api_key
-        self._lock = threading.Lock()
-        self._queue: deque[Behaviour] = deque()
-        self._default: Behaviour = Behaviour.ok()
-        self._requests: list[RecordedRequest] = []
-        self._ids = itertools.count(1)
-        self._closing = threading.Event()
-        self._closed = False
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="FakeAnthropic", daemon=True
-        )
-        self._thread.start()
+        super().__init__(_Handler, Behaviour.ok())
 
     # ---- addresses -----------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The TCP port the server listens on."""
-        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
@@ -1271,94 +1166,12 @@ class FakeAnthropic:
         """Anthropic SDK base URL (the root URL: the SDK appends ``/v1/messages``)."""
         return self.url
 
-    # ---- scripting -----------------------------------------------------------
-
-    def enqueue(self, *behaviours: Behaviour) -> None:
-        """Append one-shot behaviours, consumed one per accepted request in FIFO order."""
-        for behaviour in behaviours:
-            if not isinstance(behaviour, Behaviour):
-                raise TypeError(f"expected Behaviour, got {type(behaviour).__name__}")
-        with self._lock:
-            self._queue.extend(behaviours)
-
-    def set_default(self, behaviour: Behaviour) -> None:
-        """Set the behaviour used when the queue is empty."""
-        if not isinstance(behaviour, Behaviour):
-            raise TypeError(f"expected Behaviour, got {type(behaviour).__name__}")
-        with self._lock:
-            self._default = behaviour
-
-    @property
-    def queued(self) -> int:
-        """Number of one-shot behaviours not yet consumed."""
-        with self._lock:
-            return len(self._queue)
-
-    def _take_behaviour(self) -> Behaviour:
-        """Pop the next queued behaviour or return the default."""
-        with self._lock:
-            return self._queue.popleft() if self._queue else self._default
-
     # ---- recording -----------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Snapshot (a new list) of every request received so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
         """Snapshot of the recorded POSTs to /v1/messages."""
         return [r for r in self.requests if r.method == "POST" and r.path.split("?", 1)[0].rstrip("/") == MESSAGES_PATH]
-
-    def reset(self) -> None:
-        """Forget recorded requests, drop queued behaviours and restore the default to ok()."""
-        with self._lock:
-            self._requests.clear()
-            self._queue.clear()
-            self._default = Behaviour.ok()
-
-    def _record(self, request: RecordedRequest) -> None:
-        """Append one recorded request."""
-        with self._lock:
-            self._requests.append(request)
-
-    def _next_id(self, prefix: str) -> str:
-        """A unique id with ``prefix``."""
-        return f"{prefix}{next(self._ids):06d}"
-
-    # ---- lifecycle -----------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop serving, wake slow handlers, drop open connections; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._closing.set()
-        self._server.shutdown()
-        with self._server.connections_lock:
-            connections = list(self._server.connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        """Return self (the server is already running)."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the server."""
-        self.close()
 
     def __repr__(self) -> str:
         """Show the address."""

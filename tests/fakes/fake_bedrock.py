@@ -206,24 +206,21 @@ default behaviour to :func:`ok`.
 from __future__ import annotations
 
 import binascii
-import itertools
 import json
 import math
 import re
 import socket
 import struct
 import sys
-import threading
 import time
 import traceback
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import unquote
+
+from tests.fakes.fakehttp import FakeHandler, FakeServer, FakeService
 
 __all__ = [
     "CONTENT_FILTERED_TEXT",
@@ -946,97 +943,27 @@ def _partial_frames(body: Mapping[str, Any], model_id: str, after_deltas: int) -
 # ---- HTTP server -----------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its FakeBedrock and tracks open connections."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, fake: FakeBedrock) -> None:
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     """Request handler implementing the Converse endpoints."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "FakeBedrock/1.0"
-    server: _Server
+    server: FakeServer[FakeBedrock]
 
-    def version_string(self) -> str:
-        """Value of the Server header."""
-        return self.server_version
+    def _target(self) -> tuple[str | None, Operation | None]:
+        """The decoded model id and operation of a POST to a Converse path; (None, None) for anything else."""
+        match = _PATH.match(self.path.split("?", 1)[0]) if self.command == "POST" else None
+        if not match:
+            return None, None
+        return unquote(match[1]), "converse" if match[2] == "converse" else "converse-stream"
 
-    # ---- connection lifecycle -------------------------------------------------
+    def _recorded(self, headers: dict[str, str], body: dict[str, Any] | None, raw: bytes) -> RecordedRequest:
+        """This request as a RecordedRequest, with the model id and operation its path names."""
+        model_id, operation = self._target()
+        return RecordedRequest(self.path, model_id, operation, headers, body, self.command, raw)
 
-    def setup(self) -> None:
-        """Register the connection so close() can shut it down."""
-        super().setup()
-        # Headers, body and frames go out in separate writes; without TCP_NODELAY, Nagle plus the
-        # client's delayed ACK would add ~40 ms to every keep-alive response and stream frame.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        """Unregister the connection."""
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def handle_one_request(self) -> None:
-        """Serve one request, treating a vanished client as end of connection."""
-        try:
-            super().handle_one_request()
-        except (TimeoutError, ConnectionError, OSError):
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-    # ---- request plumbing -----------------------------------------------------
-
-    def _read_body(self) -> bytes:
-        """Read the whole request body (Content-Length or chunked)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            data = bytearray()
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(data)
-                data += self.rfile.read(size)
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _record(self, raw: bytes, model_id: str | None, operation: Operation | None) -> dict[str, Any] | None:
-        """Parse and record the request; return the body if it is a JSON object."""
-        body: dict[str, Any] | None = None
-        if raw:
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                body = parsed
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        request = RecordedRequest(self.path, model_id, operation, headers, body, self.command, raw)
-        self.server.fake._record(request)
-        return body
-
-    def _wants_close(self) -> bool:
-        """True when the client asked for ``Connection: close``."""
-        return self.headers.get("Connection", "").lower() == "close"
+    def _send_framing_error(self) -> None:
+        """Answer a broken body framing with a Bedrock SerializationException (400)."""
+        self._send_error(400, "SerializationException", "Malformed request body framing.", _CORAL_NS)
 
     def _common_headers(self) -> None:
         """Headers every response carries."""
@@ -1107,19 +1034,11 @@ class _Handler(BaseHTTPRequestHandler):
         """Route any request: the Converse paths, then signing, validation and the behaviour."""
         started = time.monotonic()
         route = self.path.split("?", 1)[0]
-        match = _PATH.match(route) if self.command == "POST" else None
-        model_id: str | None = unquote(match[1]) if match else None
-        operation: Operation | None = None
-        if match:
-            operation = "converse" if match[2] == "converse" else "converse-stream"
-        try:
-            raw = self._read_body()
-        except ValueError:
-            self.close_connection = True
-            self._record(b"", model_id, operation)
-            self._send_error(400, "SerializationException", "Malformed request body framing.", _CORAL_NS)
+        model_id, operation = self._target()
+        raw = self._read_body_or_400()
+        if raw is None:
             return
-        body = self._record(raw, model_id, operation)
+        body = self._record(raw)
         if model_id is None or operation is None:
             self._send_error(404, "UnknownOperationException", f"Unknown operation {self.command} {route}.", _CORAL_NS)
             return
@@ -1250,128 +1169,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop_connection()
 
 
-class FakeBedrock:
+class FakeBedrock(FakeService[Behaviour, RecordedRequest]):
     """Local fake Bedrock runtime (Converse, ConverseStream) on 127.0.0.1; serves on construction."""
 
     def __init__(self) -> None:
         """Bind 127.0.0.1 on an ephemeral port and serve in a daemon thread."""
-        self._lock = threading.Lock()
-        self._queue: deque[Behaviour] = deque()
-        self._default: Behaviour = Behaviour.ok()
-        self._requests: list[RecordedRequest] = []
-        self._ids = itertools.count(1)
-        self._closing = threading.Event()
-        self._closed = False
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="FakeBedrock", daemon=True
-        )
-        self._thread.start()
+        super().__init__(_Handler, Behaviour.ok())
 
     # ---- addresses -----------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The TCP port the server listens on."""
-        return int(self._server.server_address[1])
 
     @property
     def endpoint_url(self) -> str:
         """Endpoint for boto3 (``endpoint_url=`` or ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``)."""
         return f"http://127.0.0.1:{self.port}"
 
-    # ---- scripting -----------------------------------------------------------
-
-    def enqueue(self, *behaviours: Behaviour) -> None:
-        """Append one-shot behaviours, consumed one per valid Converse request in FIFO order."""
-        for behaviour in behaviours:
-            if not isinstance(behaviour, Behaviour):
-                raise TypeError(f"expected Behaviour, got {type(behaviour).__name__}")
-        with self._lock:
-            self._queue.extend(behaviours)
-
-    def set_default(self, behaviour: Behaviour) -> None:
-        """Set the behaviour used when the queue is empty."""
-        if not isinstance(behaviour, Behaviour):
-            raise TypeError(f"expected Behaviour, got {type(behaviour).__name__}")
-        with self._lock:
-            self._default = behaviour
-
-    @property
-    def queued(self) -> int:
-        """Number of one-shot behaviours not yet consumed."""
-        with self._lock:
-            return len(self._queue)
-
-    def _take_behaviour(self) -> Behaviour:
-        """Pop the next queued behaviour or return the default."""
-        with self._lock:
-            return self._queue.popleft() if self._queue else self._default
-
     # ---- recording -----------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Snapshot (a new list) of every request received so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
 
     @property
     def converse_requests(self) -> list[RecordedRequest]:
         """Snapshot of the recorded requests to the converse and converse-stream paths."""
         return [r for r in self.requests if r.operation is not None]
 
-    def reset(self) -> None:
-        """Forget recorded requests, drop queued behaviours and restore the default to ok()."""
-        with self._lock:
-            self._requests.clear()
-            self._queue.clear()
-            self._default = Behaviour.ok()
-
-    def _record(self, request: RecordedRequest) -> None:
-        """Append one recorded request."""
-        with self._lock:
-            self._requests.append(request)
-
-    def _next_id(self, prefix: str) -> str:
-        """A unique id with ``prefix``."""
-        return f"{prefix}{next(self._ids):06d}"
-
     def _next_request_id(self) -> str:
         """A unique, UUID-shaped request id (real Bedrock sends a UUID)."""
         return str(uuid.UUID(int=next(self._ids)))
-
-    # ---- lifecycle -----------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop serving, wake slow handlers, drop open connections; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._closing.set()
-        self._server.shutdown()
-        with self._server.connections_lock:
-            connections = list(self._server.connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        """Return self (the server is already running)."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the server."""
-        self.close()
 
     def __repr__(self) -> str:
         """Show the address."""
