@@ -244,20 +244,48 @@ def test_concurrent_reservations_never_pass_the_limit(store: SpendStore) -> None
     """20 threads reserve 0.3 against a daily limit of 1.0: exactly 3 are admitted."""
     limits = Limits(daily_usd=D("1.0"))
     admitted: list[str] = []
+    errors: list[BaseException] = []
     barrier = threading.Barrier(20)
 
     def attempt(index: int) -> None:
         barrier.wait()
-        if reserve(store, "0.3", f"r{index}", limits) is not None:
-            admitted.append(f"r{index}")
+        try:
+            if reserve(store, "0.3", f"r{index}", limits) is not None:
+                admitted.append(f"r{index}")
+        except BaseException as exc:  # noqa: BLE001  (reported below: a thread's error must fail the test)
+            errors.append(exc)
 
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == []  # every thread got an answer: none was told the store is unavailable
     assert len(admitted) == 3
     assert store.committed("a", DAY1, NOW).day == D("0.9")
+
+
+def test_a_new_sqlite_file_held_by_another_writer_is_waited_for_not_unavailable(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs it alone, and SQLite refuses that at once while another
+    connection writes (every gunicorn worker opening a new file together): the store waits instead."""
+    import sqlite3
+
+    path = str(tmp_path / "spend.sqlite3")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other_writer (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other_writer VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        held = reserve(SQLiteStore(path), "0.5", "r1", Limits(daily_usd=D("1")))
+    finally:
+        release.join()
+        other.close()
+    assert held is not None
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()
 
 
 def test_periods_are_utc_calendar_days_and_months() -> None:

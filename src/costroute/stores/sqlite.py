@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -42,6 +43,25 @@ CREATE TABLE IF NOT EXISTS usage (
 BUSY_TIMEOUT_SECONDS = 10.0
 
 
+def _prepare(connection: sqlite3.Connection) -> None:
+    """Put the file in WAL mode and create the tables, waiting out other processes doing the same."""
+    # Switching to WAL takes an exclusive lock, and SQLite answers "database is locked" at once
+    # instead of calling the busy handler when another connection holds the file meanwhile (every
+    # gunicorn worker opening a new file together): retried here within the busy timeout. WAL
+    # mode is kept in the file, so later connections need no switch.
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore:
     """Spend, reservations, ledger and usage in one SQLite file."""
 
@@ -58,11 +78,11 @@ class SQLiteStore:
                 directory = os.path.dirname(os.path.abspath(self.path))
                 os.makedirs(directory, exist_ok=True)
                 connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-                connection.execute("PRAGMA journal_mode=WAL")
-                with self._schema_lock:
-                    if not self._schema_ready:
-                        connection.executescript(_SCHEMA)
-                        self._schema_ready = True
+                if not self._schema_ready:
+                    with self._schema_lock:
+                        if not self._schema_ready:
+                            _prepare(connection)
+                            self._schema_ready = True
             except (OSError, sqlite3.Error) as exc:
                 raise StoreUnavailable(f"the spend database '{self.path}' could not be opened: {exc}") from exc
             self._local.connection = connection
