@@ -493,6 +493,23 @@ def test_a_budgets_document_is_validated_as_a_whole(make_app: Callable[..., Flas
     assert client.get("/health").get_json()["status"] == "degraded"
 
 
+@pytest.mark.parametrize(
+    ("document", "fragment"),
+    [
+        ('{"default": {"daily_usd": 1e999999999}}', "field 'daily_usd' must be 0 or a number from 1E-30 to 1E+15"),
+        ('{"default": {"daily_usd": 1' + "0" * 5000 + '}}', "not valid JSON: Exceeds the limit (4300 digits)"),
+        ('{"default": {"daily_usd": 1}, "default": {"daily_usd": 1000}}', "the key 'default' appears twice"),
+    ],
+)
+def test_a_budgets_document_with_impossible_numbers_or_a_repeated_key_is_refused_not_a_500(
+    make_app: Callable[..., Flask], document: str, fragment: str
+) -> None:
+    client = make_app(budgets_config_json=document).test_client()
+    response = client.post("/route", json={"input": "hi"})
+    assert response.status_code == 503
+    assert fragment in response.get_json()["error"]["message"]
+
+
 def test_settings_refuse_budgets_on_lambda_without_the_table() -> None:
     from costroute.config.settings import Settings, SettingsError
 

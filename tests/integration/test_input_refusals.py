@@ -133,6 +133,28 @@ def test_v1_refuses_an_unknown_role_and_missing_content_naming_the_field(
     assert f"'{param}" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("service_tier", []),
+        ("service_tier", {"tier": "auto"}),
+        ("tools", 1),
+        ("tools", True),
+        ("tools", [1]),
+        ("functions", "f"),
+        ("tool_choice", 3),
+        ("function_call", []),
+    ],
+)
+@pytest.mark.parametrize("model", ["auto", "mock:basic"])
+def test_v1_refuses_a_field_of_the_wrong_type_naming_it(client: Any, field: str, value: Any, model: str) -> None:
+    """Every adapter reads these fields: a wrong type is the caller's 400, never an adapter's TypeError."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], field: value}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["param"] == field
+
+
 def test_v1_accepts_every_role_in_its_valid_form(client: Any) -> None:
     messages = [
         {"role": "developer", "content": "be brief"},

@@ -113,8 +113,11 @@ def emf_problems(document: Any) -> list[str]:
             if len(dimension_set) > 30:
                 problems.append(f"{where}: {len(dimension_set)} dimensions in a set")
             for name in dimension_set:
-                if not isinstance(document.get(name), str) or not document[name]:
+                value = document.get(name)
+                if not isinstance(value, str) or not value:
                     problems.append(f"{where}: dimension {name!r} is not a root member holding a string")
+                elif not (value.isascii() and value.isprintable()) or len(value) > 1024:
+                    problems.append(f"{where}: dimension {name!r} is not up to 1024 printable ASCII characters")
         metrics = directive.get("Metrics")
         if not isinstance(metrics, list) or not metrics:
             problems.append(f"{where}: Metrics is not a non-empty list")
@@ -215,6 +218,18 @@ def test_dimensions_are_bounded_names_only(name: str) -> None:
     caller = SCENARIOS[name].caller
     if caller is not None:
         assert [key for key, value in document.items() if value == caller] == ["costroute.caller"]
+
+
+def test_a_registry_name_outside_printable_ascii_is_a_valid_dimension_and_stays_whole_in_its_field() -> None:
+    """CloudWatch drops the metrics of a document whose dimension value is not printable ASCII."""
+    name = "mock:mod\u00e8le-\u00fc\x7f"
+    served = record(model=name, provider="l\u00f6cal",
+                    attempts=(AttemptRecord(model=name, provider="l\u00f6cal", outcome="ok", status=None, duration_ms=1.0),))
+    for document in emf_documents(served):
+        assert_valid(document)
+    main = emf_document(served)
+    assert main["Model"] == "mock:mod?le-??" and main["Provider"] == "l?cal"
+    assert main["gen_ai.response.model"] == name  # the field keeps the name as the registry has it
 
 
 def test_each_provider_called_gets_its_failure_values_in_one_document() -> None:

@@ -101,6 +101,17 @@ def _without(field: str) -> list:
         (json.dumps([ROW, list(ROW)]), "entry 2 (mock:tiny): its id duplicates entry 1"),
         (json.dumps([ROW, {**OBJECT, "mock_fail_status": 200}]), "entry 2 (openai:gpt-4o-mini): unknown field 'mock_fail_status'"),
         (json.dumps([ROW, {**OBJECT, "provider": "mock", "mock_fail_status": 200}]), "entry 2 (mock:gpt-4o-mini): field 'mock_fail_status' must be an integer from 400 to 599"),
+        # Numbers no model has: refused by name, never a crash or a billion-digit message.
+        ('[["mock","tiny",1' + "0" * 5000 + ',0.1,0.1,200,512]]', "not valid JSON: Exceeds the limit (4300 digits)"),
+        ('[["mock","tiny",1e5000,0.1,0.1,200,512]]', "field 'quality' must be an integer from 1 to 5, got 1E+5000"),
+        ('[["mock","tiny",2,1e999999999,0.1,200,512]]', "field 'in_cost_per_1k' must be 0 or a price from 1E-30 to 1000"),
+        ('[["mock","tiny",2,1e-999999999,0.1,200,512]]', "field 'in_cost_per_1k' must be 0 or a price"),
+        ('[["mock","tiny",2,1001,0.1,200,512]]', "field 'in_cost_per_1k' must be 0 or a price"),
+        ('[["mock","tiny",2,0.1,0.1,1e400,512]]', "field 'latency_ms' must be an integer of at least 1, got 1E+400"),
+        ('[["mock","tiny",2,0.1,0.1,200,1e5000]]', "field 'max_output_tokens' must be an integer of at least 1, got 1E+5000"),
+        ('{"providers": {"g": {"kind": "openai", "base_url": "http://a", "timeout_seconds": 1e999999999}}, "models": [["g", "m", 1, 0, 0, 1, 1]]}', "provider 'g': field 'timeout_seconds' must be 0 or a number from 1E-30 to 1E+15 in size, got 1E+999999999"),
+        # JSON keeps the last of two equal keys, silently: refused instead.
+        ('[{"provider": "mock", "name": "a", "name": "b", "quality": 1, "in_cost_per_1k": 0, "out_cost_per_1k": 0, "latency_ms": 1, "max_output_tokens": 1}]', "the key 'name' appears twice in one object"),
     ],
 )
 def test_invalid_registry_is_refused_naming_entry_and_field(text: str, expected: str) -> None:
@@ -209,6 +220,10 @@ def test_bare_names_and_upstream_names_resolve_when_unambiguous() -> None:
         ({"groq": {**GROQ, "api_key": "gsk-live-123"}}, [], "a key is never written inline in the document"),
         ({"groq": {**GROQ, "api_key": {"env": "A", "secret_id": "b"}}}, [], "field 'api_key' must be {\"env\": \"VAR\"} or {\"secret_id\""),
         ({"groq": {**GROQ, "api_key": {"env": "not a var"}}}, [], "'env' must be an environment variable name"),
+        ({"groq": {**GROQ, "api_key": {"env": "gsk_live_AbC123"}}}, [], "'env' must be an environment variable name: upper-case letters"),
+        ({"groq": {**GROQ, "api_key": {"secret_id": "sk-proj-AbC123"}}}, [], "'secret_id' looks like an API key"),
+        ({"groq": {**GROQ, "base_url": "http://127.0.0.1:abc/v1"}}, [], "provider 'groq': field 'base_url' must be an http or https URL"),
+        ({"groq": {**GROQ, "base_url": "http://127.0.0.1:99999/v1"}}, [], "provider 'groq': field 'base_url' must be an http or https URL"),
         ({"groq": {**GROQ, "api_key": {"secret_id": ""}}}, [], "field 'secret_id' must be a non-empty string"),
         ({"groq": {**GROQ, "api_key": {"vault": "x"}}}, [], "got the fields vault"),
         ({"groq": {**GROQ, "api_key": 7}}, [], "field 'api_key' must be an object, got number"),
@@ -246,3 +261,15 @@ def test_an_unknown_top_level_field_and_a_models_field_that_is_not_a_list_are_re
         parse_registry(json.dumps({"providers": {}, "models": {"a": 1}, "version": 2}))
     assert "registry: unknown field 'version'" in str(caught.value)
     assert "registry: field 'models' must be an array of models, got object" in str(caught.value)
+
+
+@pytest.mark.parametrize("pasted", ["sk-proj-AbCdEf0123456789", "gsk_AbCdEf0123456789xyz", "not a var sk-live-123"])
+def test_a_key_pasted_as_a_reference_is_never_repeated_in_the_error(pasted: str) -> None:
+    """The registry's errors reach /health and every 503: a key pasted where a name goes must not."""
+    for reference in ({"env": pasted}, {"secret_id": pasted}):
+        try:
+            parse_registry(document({"groq": {**GROQ, "api_key": reference}}, ["mock", "basic", 1, 0.1, 0.1, 10, 10]))
+        except RegistryError as exc:
+            assert pasted not in str(exc)
+        else:
+            assert reference == {"secret_id": "not a var sk-live-123"}  # a valid secret name: nothing to repeat

@@ -204,6 +204,24 @@ def test_openai_variables_describe_the_added_model() -> None:
     }
 
 
+@pytest.mark.parametrize(("variable", "value", "fragment"), [
+    ("OPENAI_MODEL_QUALITY", "9" * 5000, "OPENAI_MODEL_QUALITY must be a number"),
+    ("OPENAI_MODEL_QUALITY", "high", "OPENAI_MODEL_QUALITY must be a number, got 'high'"),
+    ("OPENAI_INPUT_COST_PER_1K", "1e999999999", "field 'in_cost_per_1k' must be 0 or a price"),
+])
+def test_an_openai_variable_no_model_could_have_is_a_503_naming_it_not_a_500(variable: str, value: str,
+                                                                             fragment: str) -> None:
+    from costroute.bootstrap import build_runtime
+    from costroute.config.settings import Settings
+    from costroute.web import create_app
+
+    client = create_app(build_runtime(Settings.from_env({"OPENAI_API_KEY": "sk-test-vars", variable: value}))).test_client()
+    response = client.post("/route", json={"input": "hi"})
+    assert response.status_code == 503
+    assert fragment in response.get_json()["error"]["message"]
+    assert client.get("/health").get_json()["status"] == "degraded"
+
+
 @pytest.mark.parametrize(
     ("settings", "fragment"),
     [

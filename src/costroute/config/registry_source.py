@@ -120,5 +120,5 @@ def default_registry(settings: Settings, kinds: Mapping[str, ProviderKindRules])
 def _env_number(variable: str, raw: str) -> Any:
     try:
         return json.loads(raw, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{variable} must be a number, got {raw!r}") from exc
+    except ValueError as exc:  # not JSON, or an integer of over 4,300 digits
+        raise ConfigError(f"{variable} must be a number, got {raw[:40]!r}") from exc

@@ -29,7 +29,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from costroute.core.fields import DocumentError, FieldReader, json_type
+from costroute.core.fields import DocumentError, FieldReader, json_type, unique_keys
 
 MAX_LIMIT_USD = Decimal(1_000_000_000)
 DOCUMENT_FIELDS = ("default", "callers", "admins", "require_known_callers", "baseline_model")
@@ -178,12 +178,13 @@ def ceilings_for(limits: Limits, amount: Decimal) -> dict[Window, Decimal]:
 def parse_budgets_text(text: str) -> BudgetsDocument:
     """Parse and validate a budgets document; raise BudgetsError naming every wrong entry and field."""
     try:
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
+                          object_pairs_hook=unique_keys(BudgetsError))
     except BudgetsError:
         raise
     except RecursionError as exc:
         raise BudgetsError(["the budgets document is nested too deeply"]) from exc
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, or an integer of over 4,300 digits
         raise BudgetsError([f"the budgets document is not valid JSON: {exc}"]) from exc
     return build_budgets(data)
 

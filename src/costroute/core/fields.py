@@ -8,13 +8,19 @@ Numbers are decoded with ``parse_float=Decimal``, so a price keeps the digits it
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 # A refused document lists at most this many errors, then says how many more there were.
 MAX_LISTED_ERRORS = 20
+# No quantity of a registry or budgets document needs more than this: bounded here, every later
+# computation and message stays of a sane size (a price of 1e999999999 would print a billion digits).
+LARGEST_MAGNITUDE = Decimal("1e15")
+SMALLEST_MAGNITUDE = Decimal("1e-30")
+# A price above $1,000 per 1,000 tokens ($1M per million) is a typo, not a model.
+MAX_PRICE_PER_1K = Decimal(1000)
 
 
 class DocumentError(ValueError):
@@ -114,6 +120,9 @@ class FieldReader:
         if not is_int(value):
             self.error(f"field '{name}' must be an integer, got {json_type(value)} {value!r}")
             return None
+        if Decimal(value).copy_abs() >= LARGEST_MAGNITUDE:
+            self.error(f"field '{name}' must be {_range(minimum, maximum, 'an integer')}, got {_short(value)}")
+            return None
         number = int(value)
         if minimum is not None and number < minimum or maximum is not None and number > maximum:
             self.error(f"field '{name}' must be {_range(minimum, maximum, 'an integer')}, got {number}")
@@ -134,6 +143,10 @@ class FieldReader:
             self.error(f"field '{name}' must be a finite number, got {json_type(value)} {value!r}")
             return None
         number = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else value)
+        if not in_scale(number):
+            self.error(f"field '{name}' must be 0 or a number from {SMALLEST_MAGNITUDE} to {LARGEST_MAGNITUDE} in "
+                       f"size, got {_short(value)}")
+            return None
         low = minimum is not None and (number <= minimum if exclusive_minimum else number < minimum)
         if low or maximum is not None and number > maximum:
             kind = f"a number greater than {minimum}" if exclusive_minimum else _range(minimum, maximum, "a number")
@@ -155,7 +168,11 @@ class FieldReader:
             return None
         price = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else value)
         if price < 0:
-            self.error(f"field '{name}' must not be negative, got {value}")
+            self.error(f"field '{name}' must not be negative, got {_short(value)}")
+            return None
+        if price > MAX_PRICE_PER_1K or not in_scale(price):
+            self.error(f"field '{name}' must be 0 or a price from {SMALLEST_MAGNITUDE} to {MAX_PRICE_PER_1K} USD per "
+                       f"1,000 tokens, got {_short(value)}")
             return None
         return price
 
@@ -211,7 +228,26 @@ def is_http_url(text: str) -> bool:
         parts = urlsplit(text)
     except ValueError:
         return False
+    try:
+        port = parts.port  # urlsplit defers reading the port: "http://host:abc" only fails here
+    except ValueError:
+        return False
+    if port is not None and not 1 <= port <= 65535:
+        return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text
+
+
+def in_scale(number: Decimal) -> bool:
+    """Whether a number is 0 or within the magnitudes a document may hold."""
+    return number == 0 or SMALLEST_MAGNITUDE <= number.copy_abs() <= LARGEST_MAGNITUDE  # copy_abs: no rounding
+
+
+def _short(value: Any) -> str:
+    """A number for a message: as written when short, else in scientific notation."""
+    text = repr(value) if isinstance(value, float) else str(value)
+    if len(text) <= 40:
+        return text
+    return f"{Decimal(value):.3e}" if isinstance(value, (int, Decimal)) else text[:40] + "..."
 
 
 def _range(minimum: Any, maximum: Any, kind: str) -> str:
@@ -220,3 +256,17 @@ def _range(minimum: Any, maximum: Any, kind: str) -> str:
     if minimum is not None:
         return f"{kind} of at least {minimum}"
     return f"{kind} of at most {maximum}"
+
+
+def unique_keys(error: Callable[[list[str]], Exception]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json.loads`` object hook that refuses a key written twice in one object (JSON keeps the last, silently)."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in found:
+                raise error([f"the key {key!r} appears twice in one object (only one can hold)"])
+            found[key] = value
+        return found
+
+    return build

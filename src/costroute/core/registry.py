@@ -32,7 +32,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from costroute.core.fields import DocumentError, FieldReader, json_type
+from costroute.core.fields import DocumentError, FieldReader, json_type, unique_keys
 
 ROW_FIELDS: tuple[str, ...] = (
     "provider",
@@ -53,6 +53,11 @@ COMMON_MODEL_FIELDS: tuple[str, ...] = (
 # Provider settings every kind may take (each kind says which of them it accepts).
 COMMON_PROVIDER_FIELDS: tuple[str, ...] = ("base_url", "api_key", "timeout_seconds")
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# POSIX's names for the environment: no key (mixed case, '-') can pass for one.
+ENV_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+# How the keys of common providers begin (OpenAI and Anthropic sk-, Groq gsk_, xAI, Perplexity,
+# Hugging Face, Google, Replicate, NVIDIA): a secret id that begins so is a key pasted by mistake.
+KEY_PREFIXES = ("sk-", "sk_", "gsk_", "xai-", "pplx-", "hf_", "AIza", "r8_", "nvapi-")
 MIN_QUALITY = 1
 MAX_QUALITY = 5
 # No provider call may be allowed longer than Lambda's longest invocation.
@@ -209,18 +214,24 @@ def parse_registry_text(
 ) -> Registry:
     """Parse and validate registry JSON text; raise RegistryError naming every wrong entry and field."""
     try:
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
+                          object_pairs_hook=unique_keys(RegistryError))
     except RegistryError:
         raise
     except RecursionError as exc:
         raise RegistryError(["the registry is nested too deeply"]) from exc
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, or an integer of over 4,300 digits
         raise RegistryError([f"registry is not valid JSON: {exc}"]) from exc
     return build_registry(data, kinds, builtins)
 
 
 def _reject_constant(name: str) -> Any:
     raise RegistryError([f"registry JSON contains {name}, which is not a number"])
+
+
+def looks_like_key(text: str) -> bool:
+    """Whether a reference is shaped like a provider's API key rather than a name."""
+    return text.startswith(KEY_PREFIXES)
 
 
 def build_registry(
@@ -316,12 +327,18 @@ def _parse_credential(fields: FieldReader, required: bool) -> CredentialRef:
     reference = FieldReader(value, f"{fields.label}: field 'api_key'", fields.errors)
     if set(value) == {"env"}:
         variable = reference.text("env", required=True)
-        if variable is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
-            reference.error(f"'env' must be an environment variable name, got {variable!r}")
+        if variable is not None and not ENV_VARIABLE_NAME.fullmatch(variable):
+            # Never the value itself: a key pasted here would reach /health and every 503.
+            reference.error(f"'env' must be an environment variable name: upper-case letters, digits and '_', at "
+                            f"most 128 characters (got {len(variable)} characters that are not one)")
             return NO_KEY
         return CredentialRef(CredentialSource.ENV, name=variable) if variable else NO_KEY
     if "secret_id" in value and set(value) <= {"secret_id", "field"}:
         secret_id = reference.text("secret_id", required=True)
+        if secret_id is not None and looks_like_key(secret_id):
+            reference.error("'secret_id' looks like an API key, not a secret's name or ARN: a key is never written "
+                            "in the document")
+            return NO_KEY
         field_name = reference.text("field")
         return CredentialRef(CredentialSource.SECRET, name=secret_id, field=field_name) if secret_id else NO_KEY
     fields.error("field 'api_key' must be {\"env\": \"VAR\"} or {\"secret_id\": \"name-or-arn\"} with an optional "

@@ -329,6 +329,7 @@ def parse_chat_body(
             param_names[name] = f"routing.{name}"
     constraints, task_type, expected = parse_routing(merged, param_names)
     _refuse_unboundable_fields(body)
+    _check_tool_shapes(body)
 
     # The newer field wins the name; when both are given, the smaller cap holds.
     legacy_cap = optional_int(body, "max_tokens", minimum=1)
@@ -435,6 +436,20 @@ def _has_cache_breakpoint(message: Any) -> bool:
     return isinstance(content, list) and any(isinstance(part, dict) and part.get("cache_control") for part in content)
 
 
+def _check_tool_shapes(body: Mapping[str, Any]) -> None:
+    """Tools as OpenAI defines them, before any adapter reads them: a wrong shape is the caller's 400."""
+    for name in ("tools", "functions"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(item, dict) for item in value)):
+            raise InvalidRequest(f"'{name}' must be an array of objects", name)
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, (str, dict)):
+        raise InvalidRequest("'tool_choice' must be a string or an object", "tool_choice")
+    call = body.get("function_call")
+    if call is not None and not isinstance(call, (str, dict)):
+        raise InvalidRequest("'function_call' must be a string or an object", "function_call")
+
+
 def _refuse_unboundable_fields(body: Mapping[str, Any]) -> None:
     modalities = body.get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
@@ -443,7 +458,7 @@ def _refuse_unboundable_fields(body: Mapping[str, Any]) -> None:
             "modalities",
         )
     tier = body.get("service_tier")
-    if tier is not None and tier not in _BOUNDED_SERVICE_TIERS:
+    if tier is not None and (not isinstance(tier, str) or tier not in _BOUNDED_SERVICE_TIERS):
         raise InvalidRequest(
             f"'service_tier' may be {', '.join(sorted(_BOUNDED_SERVICE_TIERS))}: other tiers are billed above "
             "the registry's prices, so the cost ceiling could not hold",

@@ -111,10 +111,17 @@ METRIC_UNITS: dict[str, str] = {
 
 
 def dimension_value(value: str | None) -> str:
-    """A dimension value: the name, or ``none`` when there is none (CloudWatch refuses an empty one)."""
+    """A dimension value: the name, or ``none`` when there is none (CloudWatch refuses an empty one).
+
+    CloudWatch takes printable ASCII only in a dimension value and drops the metrics of a document
+    that breaks the rule, so any other character (a registry name may hold any) becomes ``?``.
+    """
     if value is None or not value.strip():
         return NO_VALUE
-    return value[:MAX_DIMENSION_VALUE]
+    value = value[:MAX_DIMENSION_VALUE]
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(char if char.isascii() and char.isprintable() else "?" for char in value)
 
 
 def _dollars(amount: Decimal | None) -> float | None:
