@@ -142,7 +142,8 @@ def _error_response(status: int, error_type: str, message: str) -> dict[str, Any
     body = {"error": {"type": error_type, "message": message, "param": None, "code": error_type}}
     return {
         "statusCode": status,
-        "headers": {"Content-Type": "application/json"},
+        # As every error of the app: the SDKs retry a 500 on their own, and a retry would fail alike.
+        "headers": {"Content-Type": "application/json", "x-should-retry": "false"},
         "isBase64Encoded": False,
         "body": json.dumps(body),
     }

@@ -348,6 +348,23 @@ def test_a_killed_calls_reservation_stops_counting_once_the_request_cannot_be_ru
     assert chat(client).status_code == 200
 
 
+def test_money_held_by_a_request_in_flight_is_worth_asking_for_again_in_a_second_not_at_midnight(
+    build: Callable[..., Flask], wall: WallClock
+) -> None:
+    app = build(budgets(**{LOCAL_CALLER: {"daily_usd": 0.0005}}))
+    gate = app.extensions["costroute"].spend
+    in_flight = gate.open(gate.admit(LOCAL_CALLER), "in-flight", 20)
+    assert in_flight.cover(D("0.00049")) is None  # another request of the caller, still running
+    client = app.test_client()
+    response = chat(client)
+    assert response.status_code == 402
+    error = response.get_json()["error"]
+    assert error["type"] == "budget_exhausted" and "requests in flight hold $0.00049" in error["message"]
+    assert int(response.headers["Retry-After"]) == 1
+    in_flight.settle(D("0.00001"), None)  # it ends, using far less than its worst case
+    assert chat(client).status_code == 200
+
+
 def _stream(client: Any, **body: Any) -> Any:
     return client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {TOKEN}"}, buffered=False,
                        json={"model": "auto", "messages": HI, "stream": True, **body})

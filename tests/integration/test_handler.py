@@ -213,6 +213,7 @@ def test_a_payload_2_event_is_told_the_function_expects_rest_events(event: dict[
     error = assert_error_shape(body)
     assert error["type"] == "unsupported_event"
     assert "payload format 1.0" in error["message"] and "payload format 2.0" in error["message"]
+    assert response["headers"]["x-should-retry"] == "false"
 
 
 def test_only_multi_value_headers_are_read_last_value_wins() -> None:
@@ -357,6 +358,7 @@ def test_invalid_environment_is_a_json_error_and_the_next_invocation_retries(
     error = assert_error_shape(body)
     assert error["type"] == "config_invalid"
     assert "CONFIG_TTL_SECONDS" in error["message"]
+    assert response["headers"]["x-should-retry"] == "false"  # an SDK would retry a 500 that must fail alike
     assert handler._app is None
 
     monkeypatch.setenv("CONFIG_TTL_SECONDS", "300")
@@ -383,3 +385,4 @@ def test_an_unreadable_event_body_is_a_400_not_a_crash(body: object, base64: boo
     assert response["statusCode"] == 400
     error = json.loads(response["body"])["error"]
     assert error["type"] == "invalid_event" and why in error["message"]
+    assert response["headers"]["x-should-retry"] == "false"

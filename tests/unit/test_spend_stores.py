@@ -288,6 +288,28 @@ def test_a_new_sqlite_file_held_by_another_writer_is_waited_for_not_unavailable(
     check.close()
 
 
+def test_what_is_held_by_requests_in_flight_is_reported_apart_from_what_is_spent(store: SpendStore) -> None:
+    limits = Limits(daily_usd=D("1"))
+    settled = reserve(store, "0.4", "r1", limits)
+    assert settled is not None
+    store.settle(settled, D("0.1"), entry("r1", "0.1"), NOW)
+    assert reserve(store, "0.3", "r2", limits) is not None
+    refused = store.reserve("a", DAY1, limits, D("0.7"), "r3", NOW + 30, NOW)
+    assert refused.reservation is None
+    assert (refused.committed.day, refused.committed.held_day) == (D("0.4"), D("0.3"))
+    assert (refused.committed.month, refused.committed.held_month) == (D("0.4"), D("0.3"))
+    later = store.committed("a", DAY1, LATER)  # r2's request cannot be running any more
+    assert (later.day, later.held_day) == (D("0.1"), D("0"))
+
+
+def test_sums_are_exact_beyond_28_digits(store: SpendStore) -> None:
+    """The default decimal context rounds at 28 digits: 0.5 + 0.50000000000000000000000000001 would fit 1."""
+    limits = Limits(daily_usd=D("1"))
+    assert reserve(store, "0.5", "r1", limits) is not None
+    assert reserve(store, "0.50000000000000000000000000001", "r2", limits) is None
+    assert reserve(store, "0.5", "r3", limits) is not None
+
+
 def test_periods_are_utc_calendar_days_and_months() -> None:
     assert periods_at(1_796_083_199.5) == Periods("2026-11-30", "2026-11")  # 23:59:59.5 UTC
     assert periods_at(1_796_083_200.0) == Periods("2026-12-01", "2026-12")  # midnight UTC

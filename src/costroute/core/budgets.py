@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
 from typing import Any
 
+from costroute.core.estimate import EXACT
 from costroute.core.fields import DocumentError, FieldReader, json_type, unique_keys
 
 MAX_LIMIT_USD = Decimal(1_000_000_000)
@@ -138,19 +139,33 @@ class Committed:
 
     day: Decimal = Decimal(0)
     month: Decimal = Decimal(0)
+    # Of which open reservations (requests in flight): money that comes back when they settle. Not
+    # part of equality: two readings that commit the same amounts agree whoever holds them.
+    held_day: Decimal = field(default=Decimal(0), compare=False)
+    held_month: Decimal = field(default=Decimal(0), compare=False)
 
     def of(self, window: Window) -> Decimal:
         """The committed amount of one window."""
         return self.day if window is Window.DAY else self.month
 
+    def held_of(self, window: Window) -> Decimal:
+        """What open reservations hold of one window."""
+        return self.held_day if window is Window.DAY else self.held_month
+
+    def plus(self, amount: Decimal) -> Committed:
+        """The same with one more reservation of ``amount`` held in both windows."""
+        with localcontext(EXACT):
+            return Committed(self.day + amount, self.month + amount, self.held_day + amount, self.held_month + amount)
+
 
 def remaining(limits: Limits, committed: Committed) -> dict[Window, Decimal]:
     """What is left in each limited window (never below zero)."""
     left = {}
-    for window in Window:
-        limit = limits.of(window)
-        if limit is not None:
-            left[window] = max(Decimal(0), limit - committed.of(window))
+    with localcontext(EXACT):
+        for window in Window:
+            limit = limits.of(window)
+            if limit is not None:
+                left[window] = max(Decimal(0), limit - committed.of(window))
     return left
 
 
@@ -164,7 +179,8 @@ def tightest(left: dict[Window, Decimal]) -> tuple[Window, Decimal] | None:
 
 def fits(limits: Limits, committed: Committed, amount: Decimal) -> bool:
     """The reservation rule: the amount fits every limited window."""
-    return all(committed.of(w) + amount <= limit for w in Window if (limit := limits.of(w)) is not None)
+    with localcontext(EXACT):  # exact: the default context would round at 28 digits and admit too much
+        return all(committed.of(w) + amount <= limit for w in Window if (limit := limits.of(w)) is not None)
 
 
 def ceilings_for(limits: Limits, amount: Decimal) -> dict[Window, Decimal]:
@@ -172,7 +188,8 @@ def ceilings_for(limits: Limits, amount: Decimal) -> dict[Window, Decimal]:
 
     A condition expression cannot do arithmetic (DynamoDB), so the subtraction is done here.
     """
-    return {w: limit - amount for w in Window if (limit := limits.of(w)) is not None}
+    with localcontext(EXACT):
+        return {w: limit - amount for w in Window if (limit := limits.of(w)) is not None}
 
 
 def parse_budgets_text(text: str) -> BudgetsDocument:

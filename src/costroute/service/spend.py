@@ -45,6 +45,8 @@ SETTLE_BACKOFF_SECONDS = 0.05
 # the deadline); then settlement may retry. So a hold stops counting only after twice the deadline
 # plus this margin, when the request cannot be running any more.
 HOLD_MARGIN_SECONDS = 30.0
+# When only other requests' holds stand in the way: they settle when they end, usually within seconds.
+IN_FLIGHT_RETRY_AFTER_SECONDS = 1.0
 
 
 def hold_seconds(deadline_seconds: float) -> float:
@@ -214,8 +216,8 @@ class RequestSpend:
         """The 402 when not even the input fits what is left (``needed_usd``: the least a call could cost).
 
         Retry-After is when every window that cannot hold ``needed_usd`` has reset (the latest of their
-        resets). When a window could not hold it even empty, no wait helps: ``budget_exceeded``, and no
-        Retry-After.
+        resets), or a second when what blocks it is only held by requests in flight, not spent. When a
+        window could not hold it even empty, no wait helps: ``budget_exceeded``, and no Retry-After.
         """
         now = self.gate.now()
         committed = self.refusal or self.committed_at_reserve
@@ -234,6 +236,13 @@ class RequestSpend:
             binding = tightest(left)
             blocking = [binding[0]] if binding is not None else [Window.DAY]
         retry_after = max(seconds_until_reset(window, now) for window in blocking)
+        held = {w: committed.held_of(w) for w in blocking}
+        if needed_usd is not None and all(held[w] > 0 and left[w] + held[w] >= needed_usd for w in blocking):
+            # Not spent but held by requests in flight, which give back what they do not use when they
+            # end: worth asking again in a moment, not at the window's reset.
+            retry_after = min(retry_after, IN_FLIGHT_RETRY_AFTER_SECONDS)
+            message += (f"; requests in flight hold {format_usd(max(held.values()))} of it until they settle, so "
+                        f"retry in {IN_FLIGHT_RETRY_AFTER_SECONDS:.0f} s")
         return RoutingFailed(ErrorReason.BUDGET_EXHAUSTED, message, trace=trace, retry_after_s=retry_after,
                              details=details)
 

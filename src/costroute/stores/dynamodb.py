@@ -28,10 +28,11 @@ so nothing is rounded in practice and sums are exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from decimal import ROUND_CEILING, Context, Decimal
+from decimal import ROUND_CEILING, Context, Decimal, localcontext
 from typing import Any
 
 from costroute.core.budgets import Committed, Limits, Periods, Window, ceilings_for
+from costroute.core.estimate import EXACT
 from costroute.core.selection import plain_decimal
 from costroute.stores import StoreUnavailable
 from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, UsageRow
@@ -82,10 +83,15 @@ class DynamoDBStore:
         return open_
 
     def _committed_of(self, item: Mapping[str, Any], periods: Periods, now: float) -> Committed:
-        expired = [(a, d) for a, d, x in self._open_reservations(item).values() if x <= now]
-        month = _decimal(item, "m") - sum((a for a, _ in expired), Decimal(0))
-        day = _decimal(item, _day_attribute(periods)) - sum((a for a, d in expired if d == periods.day), Decimal(0))
-        return Committed(day=day, month=month)
+        open_ = self._open_reservations(item).values()
+        expired = [(a, d) for a, d, x in open_ if x <= now]
+        live = [(a, d) for a, d, x in open_ if x > now]
+        with localcontext(EXACT):
+            month = _decimal(item, "m") - sum((a for a, _ in expired), Decimal(0))
+            day = _decimal(item, _day_attribute(periods)) - sum((a for a, d in expired if d == periods.day), Decimal(0))
+            held_month = sum((a for a, _ in live), Decimal(0))
+            held_day = sum((a for a, d in live if d == periods.day), Decimal(0))
+        return Committed(day, month, held_day, held_month)
 
     def _budget_key(self, caller: str, periods: Periods) -> dict[str, Any]:
         return {"pk": _s(f"BUDGET#{caller}"), "sk": _s(f"MONTH#{periods.month}")}

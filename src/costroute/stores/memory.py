@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from costroute.core.budgets import Committed, Limits, Periods, fits
+from costroute.core.estimate import EXACT
 from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, UsageRow
 
 
@@ -25,8 +26,10 @@ class MemoryStore:
         open_ = [r for r in self._reservations.values() if r.caller == caller]
         day = self._settled.get((caller, periods.day), Decimal(0))
         month = self._settled.get((caller, periods.month), Decimal(0))
-        return Committed(day=day + sum((r.amount for r in open_ if r.periods.day == periods.day), Decimal(0)),
-                         month=month + sum((r.amount for r in open_ if r.periods.month == periods.month), Decimal(0)))
+        with localcontext(EXACT):
+            held_day = sum((r.amount for r in open_ if r.periods.day == periods.day), Decimal(0))
+            held_month = sum((r.amount for r in open_ if r.periods.month == periods.month), Decimal(0))
+            return Committed(day + held_day, month + held_month, held_day, held_month)
 
     def reserve(self, caller: str, periods: Periods, limits: Limits, amount: Decimal, reservation_id: str,
                 expires_at: float, now: float) -> ReserveOutcome:
@@ -37,7 +40,7 @@ class MemoryStore:
                 return ReserveOutcome(None, committed)
             reservation = Reservation(reservation_id, caller, periods, amount, expires_at)
             self._reservations[reservation_id] = reservation
-            return ReserveOutcome(reservation, Committed(committed.day + amount, committed.month + amount))
+            return ReserveOutcome(reservation, committed.plus(amount))
 
     def resize(self, reservation: Reservation, amount: Decimal, limits: Limits, now: float) -> ReserveOutcome:
         """Hold ``amount`` instead: growing must fit, as a new reservation would."""
@@ -49,15 +52,15 @@ class MemoryStore:
             if amount > reservation.amount and not fits(limits, committed, amount):
                 if held is not None:
                     self._reservations[held.id] = held
-                    committed = Committed(committed.day + held.amount, committed.month + held.amount)
+                    committed = committed.plus(held.amount)
                 return ReserveOutcome(None, committed)
             resized = Reservation(reservation.id, reservation.caller, reservation.periods, amount, reservation.expires_at)
             self._reservations[resized.id] = resized
-            return ReserveOutcome(resized, Committed(committed.day + amount, committed.month + amount))
+            return ReserveOutcome(resized, committed.plus(amount))
 
     def settle(self, reservation: Reservation, actual: Decimal, entry: LedgerEntry | None, now: float) -> None:
         """Replace the reservation by the actual cost, record the entry; a second settle changes nothing."""
-        with self._lock:
+        with self._lock, localcontext(EXACT):
             if entry is not None and entry.request_id in self._ledger:
                 return
             self._reservations.pop(reservation.id, None)

@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from costroute.core.budgets import Committed, Limits, Periods, fits
+from costroute.core.estimate import EXACT
 from costroute.stores import StoreUnavailable
 from costroute.stores.base import LedgerEntry, Reservation, ReserveOutcome, UsageRow
 
@@ -96,7 +97,8 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the spend database '{self.path}' is unavailable: {exc}") from exc
         try:
-            yield connection
+            with localcontext(EXACT):  # every sum of money inside a transaction is exact, never rounded at 28 digits
+                yield connection
             connection.execute("COMMIT")
         except BaseException as exc:
             try:
@@ -115,11 +117,12 @@ class SQLiteStore:
         settled = dict(connection.execute("SELECT period, settled FROM spend WHERE caller = ? AND period IN (?, ?)",
                                           (caller, periods.day, periods.month)).fetchall())
         rows = connection.execute("SELECT day, month, amount FROM reservations WHERE caller = ?", (caller,)).fetchall()
-        day = Decimal(settled.get(periods.day, "0")) + sum((Decimal(a) for d, _, a in rows if d == periods.day),
-                                                            Decimal(0))
-        month = Decimal(settled.get(periods.month, "0")) + sum((Decimal(a) for _, m, a in rows if m == periods.month),
-                                                                Decimal(0))
-        return Committed(day=day, month=month)
+        with localcontext(EXACT):
+            held_day = sum((Decimal(a) for d, _, a in rows if d == periods.day), Decimal(0))
+            held_month = sum((Decimal(a) for _, m, a in rows if m == periods.month), Decimal(0))
+            day = Decimal(settled.get(periods.day, "0")) + held_day
+            month = Decimal(settled.get(periods.month, "0")) + held_month
+        return Committed(day, month, held_day, held_month)
 
     def reserve(self, caller: str, periods: Periods, limits: Limits, amount: Decimal, reservation_id: str,
                 expires_at: float, now: float) -> ReserveOutcome:
@@ -131,7 +134,7 @@ class SQLiteStore:
             connection.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?)",
                                (reservation_id, caller, periods.day, periods.month, str(amount), expires_at))
         return ReserveOutcome(Reservation(reservation_id, caller, periods, amount, expires_at),
-                              Committed(committed.day + amount, committed.month + amount))
+                              committed.plus(amount))
 
     def resize(self, reservation: Reservation, amount: Decimal, limits: Limits, now: float) -> ReserveOutcome:
         """Hold ``amount`` instead: growing must fit, as a new reservation would."""
@@ -146,13 +149,13 @@ class SQLiteStore:
                     connection.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?)",
                                        (reservation.id, reservation.caller, reservation.periods.day,
                                         reservation.periods.month, held[0], reservation.expires_at))
-                    committed = Committed(committed.day + Decimal(held[0]), committed.month + Decimal(held[0]))
+                    committed = committed.plus(Decimal(held[0]))
                 return ReserveOutcome(None, committed)
             connection.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?)",
                                (reservation.id, reservation.caller, reservation.periods.day, reservation.periods.month,
                                 str(amount), reservation.expires_at))
         resized = Reservation(reservation.id, reservation.caller, reservation.periods, amount, reservation.expires_at)
-        return ReserveOutcome(resized, Committed(committed.day + amount, committed.month + amount))
+        return ReserveOutcome(resized, committed.plus(amount))
 
     def settle(self, reservation: Reservation, actual: Decimal, entry: LedgerEntry | None, now: float) -> None:
         """Replace the reservation by the actual cost and record the entry, in one transaction; idempotent."""
