@@ -114,7 +114,8 @@ content block ``content_block_start`` / ``content_block_delta``... /
 ``usage: {output_tokens}``) and ``message_stop``.  Text streams one word per
 ``text_delta`` (leading spaces kept); a tool use streams ``input_json_delta``
 pieces, one word of its JSON each (a one-word JSON is split in two), so at
-least 2.  Errors before a stream starts are plain JSON errors with their
+least 2, except a tool use without input, which streams one ``input_json_delta``
+with ``partial_json: ""`` as the real API does.  Errors before a stream starts are plain JSON errors with their
 status, as the real API does.
 
 Scripting
@@ -124,8 +125,8 @@ Each accepted request consumes one behaviour from a FIFO queue
 (:meth:`FakeAnthropic.set_default`, initially :func:`ok`) is used.  Helpers
 (also ``Behaviour.<name>``): :func:`ok`, :func:`reply`, :func:`spend_all`,
 :func:`tool_use`, :func:`refusal`, :func:`status`, :func:`slow`,
-:func:`malformed`, :func:`invalid_message`, :func:`stream_error` and
-:func:`cut_stream`.  The default answer text is ``"[FAKE-ANTHROPIC:<model>] "``
+:func:`malformed`, :func:`invalid_message`, :func:`stream_error`,
+:func:`cut_stream` and :func:`invalid_utf8`.  The default answer text is ``"[FAKE-ANTHROPIC:<model>] "``
 + the text of the last user message.
 
 ``stream_error(n)`` and ``cut_stream(n)`` stream the ``ok()`` answer (or
@@ -134,7 +135,10 @@ are fewer; ``n == 0`` stops right after the ``ping``).  ``stream_error`` then
 sends ``event: error`` with the error shape and ends the response (and the
 connection, announced by ``Connection: close``); ``cut_stream`` just closes the
 socket without ending the chunked body (over HTTP/1.0 that looks like a normal
-end).  On a non-streamed request,
+end).  ``invalid_utf8(n)`` streams the same way, then one ``content_block_delta``
+whose data holds the byte ``0xFF`` (not UTF-8), then ends the stream properly;
+``invalid_utf8()`` (no ``n``) puts that byte in the ``message_start`` event
+itself.  On a non-streamed request,
 ``stream_error`` answers the plain JSON error with the status of its type (529
 for ``overloaded_error``) and ``cut_stream`` sends the headers with the full
 ``Content-Length`` but only half the body before closing.
@@ -155,6 +159,11 @@ What the SDK (anthropic 2.15.0 over httpx2) does with the broken answers
   picks the class from the HTTP status, which was 200, not from the error
   type: a mid-stream overload is NOT an ``OverloadedError``); ``.type`` is the
   error type and ``.body`` the whole event data.
+* ``invalid_utf8()``: streamed, the SDK's SSE decoder decodes each line as
+  strict UTF-8 and raises ``UnicodeDecodeError`` (unwrapped) while iterating,
+  after the earlier events.  Non-streamed (the answer's text then holds the byte),
+  ``messages.create`` raises the same, unwrapped (it ``json.loads`` the bytes),
+  while the raw response's ``text()`` is decoded leniently (the byte becomes U+FFFD).
 * ``cut_stream()``: the SDK does NOT end quietly: iterating raises
   ``httpx2.RemoteProtocolError`` ("incomplete chunked read"), unwrapped (not
   an ``anthropic.APIError``), after the earlier events; the ``messages.stream``
@@ -198,6 +207,7 @@ __all__ = [
     "count_input_tokens",
     "cut_stream",
     "invalid_message",
+    "invalid_utf8",
     "malformed",
     "message_text",
     "ok",
@@ -223,6 +233,7 @@ BehaviourKind = Literal[
     "invalid_message",
     "stream_error",
     "cut_stream",
+    "invalid_utf8",
 ]
 
 #: Tool-use system prompt tokens Anthropic documents for Claude 4 models, tool_choice auto/none (or absent).
@@ -261,8 +272,11 @@ _ERROR_TYPES: dict[int, tuple[str, str]] = {
 _STATUS_OF_TYPE: dict[str, int] = {error_type: code for code, (error_type, _) in _ERROR_TYPES.items()}
 
 _ANSWER_KINDS: frozenset[str] = frozenset(
-    {"ok", "reply", "spend_all", "tool_use", "refusal", "invalid_message", "stream_error", "cut_stream"}
+    {"ok", "reply", "spend_all", "tool_use", "refusal", "invalid_message", "stream_error", "cut_stream", "invalid_utf8"}
 )
+
+# A byte that is never part of UTF-8.
+NOT_UTF8: bytes = b"\xff"
 
 _WORD = re.compile(r"\S+")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -285,6 +299,7 @@ class Behaviour:
     seconds: float = 0.0
     then: Behaviour | None = None
     after_deltas: int = 0
+    at_start: bool = False
     cache_read: int = 0
     cache_write_5m: int = 0
     cache_write_1h: int = 0
@@ -362,6 +377,14 @@ class Behaviour:
             raise ValueError("after_deltas must be >= 0")
         return Behaviour("cut_stream", text=text, after_deltas=after_deltas)
 
+    @staticmethod
+    def invalid_utf8(after_deltas: int | None = None, text: str | None = None) -> Behaviour:
+        """Stream the answer, then an event holding a byte that is not UTF-8 after ``after_deltas`` deltas
+        (None: in message_start itself)."""
+        if after_deltas is not None and after_deltas < 0:
+            raise ValueError("after_deltas must be >= 0")
+        return Behaviour("invalid_utf8", text=text, after_deltas=after_deltas or 0, at_start=after_deltas is None)
+
     def with_cache(self, read: int = 0, write_5m: int = 0, write_1h: int = 0) -> Behaviour:
         """The same behaviour reporting cache reads and 5-minute / 1-hour cache writes (see module docstring)."""
         for name, value in (("read", read), ("write_5m", write_5m), ("write_1h", write_1h)):
@@ -385,6 +408,7 @@ malformed = Behaviour.malformed
 invalid_message = Behaviour.invalid_message
 stream_error = Behaviour.stream_error
 cut_stream = Behaviour.cut_stream
+invalid_utf8 = Behaviour.invalid_utf8
 
 
 @dataclass(frozen=True)
@@ -910,7 +934,8 @@ def _stream_events(answer: _Answer) -> tuple[list[bytes], list[int]]:
         deltas = [{"type": "text_delta", "text": piece} for piece in _word_pieces(answer.text)]
         blocks.append(({"type": "text", "text": ""}, deltas))
     if answer.tool is not None:
-        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in _json_pieces(answer.tool_json)]
+        pieces = _json_pieces(answer.tool_json) if answer.tool["input"] else [""]
+        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
         blocks.append(({**answer.tool, "input": {}}, deltas))
     for index, (opening, deltas) in enumerate(blocks):
         events.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}))
@@ -1089,6 +1114,10 @@ class _Handler(FakeHandler):
             error_type = behaviour.error_type or "overloaded_error"
             self._send_error(_STATUS_OF_TYPE.get(error_type, 500), None, error_type)
             return
+        if behaviour.kind == "invalid_utf8" and not stream:
+            message = {**answer.message(), "content": [{"type": "text", "text": "@"}]}
+            self._send(200, json.dumps(message).encode("utf-8").replace(b'"@"', b'"' + NOT_UTF8 + b'"'))
+            return
         if behaviour.kind == "cut_stream" and not stream:
             payload = json.dumps(answer.message()).encode("utf-8")
             self._start(200, "application/json", fake._next_id("req_fake_"), {"Content-Length": str(len(payload))})
@@ -1100,9 +1129,17 @@ class _Handler(FakeHandler):
             return
 
         events, marks = _stream_events(answer)
-        if behaviour.kind in ("stream_error", "cut_stream"):
+        if behaviour.kind in ("stream_error", "cut_stream", "invalid_utf8"):
             cut = marks[min(behaviour.after_deltas, len(marks) - 1)]
             events = events[:cut]
+        if behaviour.kind == "invalid_utf8":
+            if behaviour.at_start:
+                events = [events[0].replace(b'"role": "assistant"', b'"role": "assistant' + NOT_UTF8 + b'"')]
+            else:
+                bad = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "@"}}
+                events.append(_sse("content_block_delta", bad).replace(b'"@"', b'"' + NOT_UTF8 + b'"'))
+            self._stream(events)
+            return
         if behaviour.kind == "stream_error":
             error_type = behaviour.error_type or "overloaded_error"
             request_id = fake._next_id("req_fake_")

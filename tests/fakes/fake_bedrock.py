@@ -134,8 +134,10 @@ fake refuses itself (404, signing, validation) consume nothing.  Behaviours:
 * ``reply(text, cache_read=None, cache_write=None)``: that text, ``end_turn``.
 * ``spend_all(cache_read=None, cache_write=None)``: see above.
 * ``tool_use(name, input, text=None, tool_use_id=None, cache_read=None,
-  cache_write=None)``: ``[{"text"}?, {"toolUse"}]``, ``tool_use``; the id
-  defaults to ``tooluse_fake_NNNNNN``.
+  cache_write=None, input_deltas=True)``: ``[{"text"}?, {"toolUse"}]``,
+  ``tool_use``; the id defaults to ``tooluse_fake_NNNNNN``.  Streamed with
+  ``input_deltas=False``, the tool use gets no input delta at all (as Bedrock
+  may send a tool use without input).
 * ``guardrail(text=GUARDRAIL_TEXT)``: ``guardrail_intervened``;
   ``content_filtered(text=CONTENT_FILTERED_TEXT)``: ``content_filtered``.
 * ``error(code, message=None)``: the JSON error, also before a stream starts.
@@ -148,6 +150,10 @@ fake refuses itself (404, signing, validation) consume nothing.  Behaviours:
   with ``" tok"`` deltas if it has fewer words), then an exception frame, then
   a cleanly ended HTTP body.  On a non-streamed request: the matching JSON
   error (``throttlingException`` -> ``ThrottlingException`` 429, ...).
+* ``invalid_utf8(after_deltas=0)``: non-streamed, a 200 answer whose text holds
+  the byte ``0xFF`` (not UTF-8); streamed, ``messageStart`` and ``after_deltas``
+  text deltas (as ``stream_exception``), then a ``contentBlockDelta`` frame
+  whose payload holds that byte, then a cleanly ended body.
 * ``cut_stream(after_deltas, graceful=False)``: ``messageStart`` and the
   deltas, then the connection is dropped (no ``contentBlockStop``,
   ``messageStop`` or ``metadata``, no terminating chunk); with
@@ -166,7 +172,8 @@ event``, in Converse's order: ``messageStart {"role": "assistant"}``; per
 content block, ``contentBlockStart {"start": {"toolUse": {"toolUseId",
 "name"}}, "contentBlockIndex"}`` for tool use only (Bedrock sends none for
 text), ``contentBlockDelta`` (``{"text"}``, one word per delta with its leading
-spacing; or ``{"toolUse": {"input": <partial JSON>}}`` in 2 or 3 pieces),
+spacing; or ``{"toolUse": {"input": <partial JSON>}}`` in 2 or 3 pieces, or
+none for ``tool_use(..., input_deltas=False)``),
 ``contentBlockStop``; then ``messageStop {"stopReason"}`` and ``metadata
 {"usage", "metrics": {"latencyMs"}}``.  Exception frames carry ``:message-type:
 exception``, ``:exception-type: <lowerCamel name>``, ``:content-type:
@@ -192,6 +199,9 @@ What botocore 1.44.8 does with these
   ``ConverseResponse``, so ``converse`` returns only ``ResponseMetadata``
   (no ``output``, ``stopReason`` or ``usage``).  Streamed: iteration raises
   ``botocore.eventstream.ChecksumMismatch`` after ``messageStart``.
+* ``invalid_utf8()``: botocore decodes bodies and event payloads as strict
+  UTF-8, so ``converse`` raises ``UnicodeDecodeError`` (unwrapped) and a stream
+  raises it while iterating, after the earlier events.
 * ``slow(s)`` with a shorter ``read_timeout``: ``botocore.exceptions.ReadTimeoutError``.
 
 Recording
@@ -239,6 +249,7 @@ __all__ = [
     "encode_event_frame",
     "error",
     "guardrail",
+    "invalid_utf8",
     "malformed",
     "ok",
     "reply",
@@ -261,6 +272,7 @@ BehaviourKind = Literal[
     "malformed",
     "stream_exception",
     "cut_stream",
+    "invalid_utf8",
 ]
 Operation = Literal["converse", "converse-stream"]
 
@@ -301,6 +313,9 @@ _BEDROCK_NS = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 _CORAL_NS = "http://internal.amazon.com/coral/com.amazon.coral.service/"
 
 MALFORMED_BODY: bytes = b'{"output": {"message": {"role": "assistant", "content": [{"text": "trunc'
+
+# A byte that is never part of UTF-8.
+NOT_UTF8: bytes = b"\xff"
 
 _WORD = re.compile(r"\S+")
 _PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
@@ -351,6 +366,7 @@ class Behaviour:
     graceful: bool = False
     cache_read: int | None = None
     cache_write: int | None = None
+    input_deltas: bool = True
 
     @staticmethod
     def ok(cache_read: int | None = None, cache_write: int | None = None) -> Behaviour:
@@ -378,8 +394,10 @@ class Behaviour:
         tool_use_id: str | None = None,
         cache_read: int | None = None,
         cache_write: int | None = None,
+        input_deltas: bool = True,
     ) -> Behaviour:
-        """Answer with one tool call (after optional ``text``), stop reason ``tool_use``."""
+        """Answer with one tool call (after optional ``text``), stop reason ``tool_use``; streamed without input
+        deltas when ``input_deltas`` is False."""
         if not _TOOL_NAME.match(name):
             raise ValueError(f"tool name must match [a-zA-Z0-9_-]{{1,64}}, got {name!r}")
         if not isinstance(input, Mapping):
@@ -395,6 +413,7 @@ class Behaviour:
             tool_use_id=tool_use_id,
             cache_read=cache_read,
             cache_write=cache_write,
+            input_deltas=input_deltas,
         )
 
     @staticmethod
@@ -438,6 +457,13 @@ class Behaviour:
         return Behaviour("stream_exception", after_deltas=after_deltas, exception=exception, message=message)
 
     @staticmethod
+    def invalid_utf8(after_deltas: int = 0) -> Behaviour:
+        """An answer holding a byte that is not UTF-8 (streamed: after ``after_deltas`` text deltas)."""
+        if after_deltas < 0:
+            raise ValueError("after_deltas must be >= 0")
+        return Behaviour("invalid_utf8", after_deltas=after_deltas)
+
+    @staticmethod
     def cut_stream(after_deltas: int, graceful: bool = False) -> Behaviour:
         """Stream ``after_deltas`` text deltas, then drop the connection (or end the body, if graceful)."""
         if after_deltas < 0:
@@ -456,6 +482,7 @@ slow = Behaviour.slow
 malformed = Behaviour.malformed
 stream_exception = Behaviour.stream_exception
 cut_stream = Behaviour.cut_stream
+invalid_utf8 = Behaviour.invalid_utf8
 
 
 @dataclass(frozen=True)
@@ -838,6 +865,7 @@ class _Answer:
     tool: tuple[str, str, str] | None  # (toolUseId, name, canonical input JSON)
     stop_reason: str
     usage: dict[str, int]
+    silent_input: bool = False  # streamed without any toolUse input delta
 
 
 def _usage(body: Mapping[str, Any], output_tokens: int, behaviour: Behaviour) -> dict[str, int]:
@@ -894,7 +922,7 @@ def _compose(body: Mapping[str, Any], model_id: str, behaviour: Behaviour, tool_
     if limit is not None and words + call_words > limit:
         return _Answer(text, None, "max_tokens", _usage(body, limit, behaviour))
     tool = (behaviour.tool_use_id or tool_use_id, behaviour.tool_name or "", input_json)
-    return _Answer(text, tool, "tool_use", _usage(body, words + call_words, behaviour))
+    return _Answer(text, tool, "tool_use", _usage(body, words + call_words, behaviour), not behaviour.input_deltas)
 
 
 def _answer_content(answer: _Answer) -> list[dict[str, Any]]:
@@ -921,7 +949,7 @@ def _answer_frames(answer: _Answer, latency_ms: int) -> list[bytes]:
         tool_id, name, input_json = answer.tool
         start = {"start": {"toolUse": {"toolUseId": tool_id, "name": name}}, "contentBlockIndex": index}
         frames.append(_event("contentBlockStart", start))
-        for piece in _json_pieces(input_json):
+        for piece in [] if answer.silent_input else _json_pieces(input_json):
             delta = {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": index}
             frames.append(_event("contentBlockDelta", delta))
         frames.append(_event("contentBlockStop", {"contentBlockIndex": index}))
@@ -1108,7 +1136,7 @@ class _Handler(FakeHandler):
             code = behaviour.code or "InternalServerException"
             self._send_error(ERROR_STATUS[code], code, behaviour.message or f"{code} (scripted by FakeBedrock).")
             return
-        if behaviour.kind in ("stream_exception", "cut_stream", "malformed"):
+        if behaviour.kind in ("stream_exception", "cut_stream", "malformed", "invalid_utf8"):
             self._broken(body, model_id, stream, behaviour)
             return
 
@@ -1128,7 +1156,20 @@ class _Handler(FakeHandler):
         self._send(200, json.dumps(response).encode("utf-8"))
 
     def _broken(self, body: dict[str, Any], model_id: str, stream: bool, behaviour: Behaviour) -> None:
-        """Answer a malformed, stream_exception or cut_stream behaviour."""
+        """Answer a malformed, stream_exception, cut_stream or invalid_utf8 behaviour."""
+        if behaviour.kind == "invalid_utf8":
+            if not stream:
+                answer = {"output": {"message": {"role": "assistant", "content": [{"text": "@"}]}}, "stopReason": "end_turn",
+                          "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}}
+                self._send(200, json.dumps(answer).encode("utf-8").replace(b'"@"', b'"' + NOT_UTF8 + b'"'))
+                return
+            headers = {":event-type": "contentBlockDelta", ":content-type": "application/json", ":message-type": "event"}
+            payload = b'{"delta": {"text": "' + NOT_UTF8 + b'"}, "contentBlockIndex": 0}'
+            chunked = self._start_stream()
+            frames = _partial_frames(body, model_id, behaviour.after_deltas)
+            self._write_frames(frames + [encode_event_frame(headers, payload)], chunked)
+            self._end_stream(chunked)
+            return
         if behaviour.kind == "malformed":
             if not stream:
                 self._send(200, MALFORMED_BODY)

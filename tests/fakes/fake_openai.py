@@ -54,8 +54,17 @@ FIFO queue (:meth:`FakeOpenAI.enqueue`); when the queue is empty the default
 behaviour (:meth:`FakeOpenAI.set_default`, initially :func:`ok`) is used.
 Requests rejected with 401/400 by the fake itself consume nothing.  Both may
 be changed at any time from any thread.  Behaviours are built with
-:func:`ok`, :func:`reply`, :func:`spend_all`, :func:`status`, :func:`slow` and
-:func:`malformed` (also available as ``Behaviour.ok()`` etc.).
+:func:`ok`, :func:`reply`, :func:`spend_all`, :func:`status`, :func:`slow`,
+:func:`malformed`, :func:`tool_call`, :func:`raw_json`, :func:`raw_stream`,
+:func:`cut_stream` and :func:`overspend` (also available as ``Behaviour.ok()`` etc.).
+
+``raw_stream(*events)`` answers a stream request with exactly those ``data:`` events (a JSON
+value is encoded, ``bytes`` are sent verbatim, so a line need not even be UTF-8), then
+``[DONE]``; a non-streamed request gets the first event as its whole body.  The SDK decodes
+every streamed line as strict UTF-8: a line that is not raises ``UnicodeDecodeError``
+(unwrapped) while iterating.  A non-streamed body that is not UTF-8 raises the same from
+``create`` (it ``json.loads`` the bytes), while a raw response's ``text`` is decoded
+leniently (bad bytes become U+FFFD).
 
 On a stream request, ``ok``/``reply``/``spend_all`` stream their content one
 word per chunk; ``status`` answers with the plain JSON error (as OpenAI does
@@ -105,6 +114,7 @@ __all__ = [
     "message_text",
     "malformed",
     "ok",
+    "raw_stream",
     "reply",
     "slow",
     "spend_all",
@@ -112,7 +122,8 @@ __all__ = [
 ]
 
 BehaviourKind = Literal[
-    "ok", "reply", "spend_all", "status", "slow", "malformed", "tool_call", "raw_json", "cut_stream", "overspend"
+    "ok", "reply", "spend_all", "status", "slow", "malformed", "tool_call", "raw_json", "raw_stream", "cut_stream",
+    "overspend",
 ]
 
 #: Completion tokens produced by ``spend_all()`` when the request sets no limit.
@@ -152,6 +163,7 @@ class Behaviour:
     message: str | None = None
     seconds: float = 0.0
     then: Behaviour | None = None
+    events: tuple[bytes, ...] = ()
 
     @staticmethod
     def ok() -> Behaviour:
@@ -200,6 +212,14 @@ class Behaviour:
         return Behaviour("raw_json", text=json.dumps(body))
 
     @staticmethod
+    def raw_stream(*events: Any) -> Behaviour:
+        """200 streaming exactly these ``data:`` events (JSON values encoded, bytes verbatim), then [DONE]."""
+        if not events:
+            raise ValueError("raw_stream() needs at least one event")
+        encoded = tuple(e if isinstance(e, bytes) else json.dumps(e).encode("utf-8") for e in events)
+        return Behaviour("raw_stream", events=encoded)
+
+    @staticmethod
     def cut_stream(after_words: int = 2, graceful: bool = False) -> Behaviour:
         """Stream that many words of the answer, then close the connection: no finish reason, no [DONE].
 
@@ -222,6 +242,7 @@ slow = Behaviour.slow
 malformed = Behaviour.malformed
 tool_call = Behaviour.tool_call
 raw_json = Behaviour.raw_json
+raw_stream = Behaviour.raw_stream
 cut_stream = Behaviour.cut_stream
 overspend = Behaviour.overspend
 
@@ -411,6 +432,12 @@ class _Handler(FakeHandler):
                 self._stream_events([b"data: {this is not json\n\n", b"data: [DONE]\n\n"])
             else:
                 self._send(200, MALFORMED_BODY)
+            return
+        if behaviour.kind == "raw_stream":
+            if stream:
+                self._stream_events([b"data: " + event + b"\n\n" for event in behaviour.events] + [b"data: [DONE]\n\n"])
+            else:
+                self._send(200, behaviour.events[0])
             return
         if behaviour.kind == "raw_json":
             payload = (behaviour.text or "null").encode("utf-8")

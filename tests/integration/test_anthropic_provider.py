@@ -423,6 +423,23 @@ def test_a_streamed_tool_use_is_accumulated_by_the_openai_sdk(sonnet: Flask, cla
     assert final.usage is not None and final.usage.completion_tokens == 3 + 5
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_tool_call_without_input_has_the_arguments_of_an_empty_object(sonnet: Flask, claude: FakeAnthropic,
+                                                                       stream: bool) -> None:
+    # Streamed, Anthropic sends the input as one partial_json "": the caller must still get "{}", as unstreamed.
+    claude.enqueue(fa.tool_use("get_time", {}, text="Checking."))
+    with sdk_for(sonnet) as client:
+        if stream:
+            with client.chat.completions.stream(model="auto", messages=HI, tools=[TIME]) as events:
+                completion = events.get_final_completion()
+        else:
+            completion = client.chat.completions.create(model="auto", messages=HI, tools=[TIME])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert (call.function.name, call.function.arguments) == ("get_time", "{}")
+
+
 @pytest.mark.parametrize(
     ("behaviour", "fields", "finish", "content"),
     [
@@ -692,11 +709,13 @@ def test_client_errors_end_the_request_without_failover(pair: Callable[..., Flas
      (fa.status(503), "upstream", False), (fa.status(503), "upstream", True),
      (fa.malformed(), "upstream", False), (fa.malformed(), "upstream", True),
      (fa.invalid_message(), "upstream", False), (fa.invalid_message(), "upstream", True),
+     # A streamed line that is not UTF-8 is Anthropic's malformed answer, never the caller's 400.
+     (fa.invalid_utf8(), "upstream", True),
      # Non-streamed, a cut body fails inside the SDK's send(): a connection error. (A stream cut after
      # message_start is a failure mid-stream: tested below.)
      (fa.cut_stream(1), "connection", False)],
     ids=["500", "500-stream", "503", "503-stream", "malformed", "malformed-stream", "invalid_message",
-         "invalid_message-stream", "cut-body"],
+         "invalid_message-stream", "not-utf8-stream", "cut-body"],
 )
 def test_broken_answers_fail_over(pair: Callable[..., Flask], claude: FakeAnthropic, behaviour: Any, outcome: str,
                                   stream: bool) -> None:
@@ -784,8 +803,8 @@ def worst_case(body: dict[str, Any], in_cost: str, out_cost: str, max_tokens: in
     ("behaviour", "code"),
     [(fa.stream_error(2), "upstream"), (fa.stream_error(2, error_type="rate_limit_error"), "rate_limited"),
      (fa.stream_error(2, error_type="api_error"), "upstream"), (fa.cut_stream(2), "upstream"),
-     (fa.cut_stream(0), "upstream")],
-    ids=["overloaded-event", "rate-limit-event", "api-error-event", "cut", "cut-before-text"],
+     (fa.cut_stream(0), "upstream"), (fa.invalid_utf8(2), "upstream")],
+    ids=["overloaded-event", "rate-limit-event", "api-error-event", "cut", "cut-before-text", "not-utf8"],
 )
 def test_a_failure_mid_stream_ends_with_an_error_event_and_the_worst_case(
     build: Callable[..., Flask], claude: FakeAnthropic, compat: FakeOpenAI, behaviour: Any, code: str

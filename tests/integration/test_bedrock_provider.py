@@ -370,6 +370,24 @@ def test_a_streamed_tool_use_arrives_as_tool_call_deltas(build: Callable[..., Fl
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_tool_call_without_input_has_the_arguments_of_an_empty_object(build: Callable[..., Flask],
+                                                                       bedrock: FakeBedrock, stream: bool) -> None:
+    # Streamed, Bedrock may send no input delta at all: the caller must still get "{}", as unstreamed.
+    bedrock.enqueue(fb.tool_use("get_time", {}, input_deltas=False))
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}]
+    with sdk_for(build()) as sdk:
+        if stream:
+            with sdk.chat.completions.stream(model="auto", messages=HI, tools=tools) as events:
+                completion = events.get_final_completion()
+        else:
+            completion = create(sdk, model="auto", messages=HI, tools=tools)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert (call.function.name, call.function.arguments) == ("get_time", "{}")
+
+
 @pytest.mark.parametrize(
     ("behaviour", "fields", "finish", "text"),
     [
@@ -534,6 +552,22 @@ def test_the_ceiling_holds_against_spend_all_over_random_prompts(build: Callable
     assert answered >= 25
 
 
+@pytest.mark.parametrize("upstream", [HAIKU, "meta.llama3-1-70b-instruct-v1:0"], ids=["anthropic", "other"])
+def test_the_ceiling_holds_with_tools_that_grow_in_translation(build: Callable[..., Flask], bedrock: FakeBedrock,
+                                                              upstream: str) -> None:
+    # Functions without parameters are sent with an object schema: more bytes than the OpenAI JSON the bound counts.
+    bare = [{"type": "function", "function": {"name": f"tool_{index}"}} for index in range(40)]
+    app = build(registry(bedrock, [br_model(upstream=upstream, in_cost=0.003, out_cost=0.015, max_output_tokens=4096)]))
+    bedrock.set_default(fb.spend_all())
+    budget = Decimal("0.02")
+    response = chat(app, [{"role": "user", "content": "Pick a tool."}], tools=bare, routing={"max_cost_usd": float(budget)})
+    assert response.status_code == 200, response.get_json()
+    sent = body_of(only_request(bedrock))
+    billed = cost([(count_input_tokens(sent), "0.003"), (sent["inferenceConfig"]["maxTokens"], "0.015")])
+    assert Decimal(response.headers["x-route-cost-usd"]) == billed <= budget
+    assert response.get_json()["routing"]["over_budget"] is False
+
+
 # ---------------------------------------------------------------------------------------------
 # Failures
 
@@ -602,8 +636,9 @@ def test_throttling_fails_over_to_the_openai_compatible_server(build: Callable[.
 
 @pytest.mark.parametrize(
     "behaviour",
-    [fb.malformed(), fb.cut_stream(0), fb.stream_exception(0, "modelStreamErrorException"), fb.error("ThrottlingException")],
-    ids=["malformed", "cut-before-a-delta", "exception-before-a-delta", "throttled"],
+    [fb.malformed(), fb.cut_stream(0), fb.stream_exception(0, "modelStreamErrorException"), fb.error("ThrottlingException"),
+     fb.invalid_utf8()],
+    ids=["malformed", "cut-before-a-delta", "exception-before-a-delta", "throttled", "not-utf8"],
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_a_call_broken_before_its_first_piece_fails_over(build: Callable[..., Flask], bedrock: FakeBedrock,
@@ -627,8 +662,8 @@ def worst_case(messages: list[dict[str, Any]], max_tokens: int, in_cost: str = "
     ("behaviour", "kind"),
     [(fb.stream_exception(3), "rate_limited"), (fb.stream_exception(2, "internalServerException"), "upstream"),
      (fb.stream_exception(2, "modelTimeoutException"), "upstream"), (fb.cut_stream(2), "connection"),
-     (fb.cut_stream(2, graceful=True), "upstream")],
-    ids=["throttling", "internal", "unnamed", "cut", "ended-early"],
+     (fb.cut_stream(2, graceful=True), "upstream"), (fb.invalid_utf8(2), "upstream")],
+    ids=["throttling", "internal", "unnamed", "cut", "ended-early", "not-utf8"],
 )
 def test_a_stream_broken_mid_answer_ends_with_an_error_event_and_the_worst_case(
     build: Callable[..., Flask], bedrock: FakeBedrock, behaviour: fb.Behaviour, kind: str

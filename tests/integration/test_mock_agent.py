@@ -19,6 +19,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
+from costroute.providers.mock import MAX_EXAMPLE_CHARS, MAX_REPEAT, example_for_schema
 from tests.integration.servers import serving
 
 
@@ -113,3 +114,60 @@ def test_json_object_answers_are_json(client: Any) -> None:
     response = client.post("/v1/chat/completions", json={
         "model": "mock:basic", "messages": [{"role": "user", "content": "go"}], "response_format": {"type": "json_object"}})
     assert json.loads(response.get_json()["choices"][0]["message"]["content"]) == {"answer": "[MOCK:basic] Echo: go"}
+
+
+def _arrays(value: Any) -> Iterator[list[Any]]:
+    """Every array inside a JSON value."""
+    if isinstance(value, list):
+        yield value
+        for item in value:
+            yield from _arrays(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _arrays(item)
+
+
+def test_a_tiny_request_cannot_make_the_mock_build_a_huge_tool_call(client: Any) -> None:
+    nested = {"type": "array", "minItems": 3000, "items": {"type": "array", "minItems": 300, "items": {"type": "string"}}}
+    long = {"type": "string", "minLength": 100_000}
+    body = json.dumps({"model": "mock:advanced", "messages": [{"role": "user", "content": "go"}],
+                       "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                           "type": "object", "properties": {"x": nested, "s": long}}}}],
+                       "tool_choice": {"type": "function", "function": {"name": "f"}}}, separators=(",", ":"))
+    assert len(body) < 400  # a few hundred bytes of request
+    response = client.post("/v1/chat/completions", data=body, content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    (call,) = response.get_json()["choices"][0]["message"]["tool_calls"]
+    arguments = call["function"]["arguments"]
+    assert len(arguments) <= MAX_EXAMPLE_CHARS + 100
+    value = json.loads(arguments)
+    assert all(len(array) <= MAX_REPEAT for array in _arrays(value))
+    assert value["s"] == "mock" + "m" * (MAX_REPEAT - 4)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # Nested minItems multiply: 3000 ** 4 values uncapped.
+        {"type": "array", "minItems": 3000, "items": {"type": "array", "minItems": 3000, "items": {
+            "type": "array", "minItems": 3000, "items": {"type": "array", "minItems": 3000, "items": {"type": "integer"}}}}},
+        # A schema that refers to itself through ten properties: 10 ** 12 values within the depth bound.
+        {"$ref": "#/$defs/node", "$defs": {"node": {"type": "object",
+                                                    "properties": {f"p{i}": {"$ref": "#/$defs/node"} for i in range(10)}}}},
+        # A large constant repeated by the arrays around it.
+        {"type": "array", "minItems": 16, "items": {"type": "array", "minItems": 16, "items": {"const": "c" * 500_000}}},
+        {"type": "string", "minLength": 10 ** 12},
+    ],
+    ids=["nested-min-items", "self-reference", "repeated-constant", "min-length"],
+)
+def test_what_the_mock_generates_from_a_schema_stays_small(schema: dict[str, Any]) -> None:
+    assert len(json.dumps(example_for_schema(schema))) <= MAX_EXAMPLE_CHARS + 100
+
+
+def test_a_bound_beyond_any_float_is_not_a_500(client: Any) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 10 ** 400}}}
+    response = client.post("/v1/chat/completions", json={
+        "model": "mock:advanced", "messages": [{"role": "user", "content": "go"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}})
+    assert response.status_code == 200
+    assert isinstance(json.loads(response.get_json()["choices"][0]["message"]["content"])["n"], int)

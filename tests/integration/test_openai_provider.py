@@ -63,15 +63,23 @@ def test_routes_to_openai_and_settles_actual_cost_from_usage(openai_client: Any,
     assert recorded.body["max_tokens"] == 4096
 
 
-def test_upstream_500_fails_over_down_the_ladder(openai_client: Any, fake: FakeOpenAI) -> None:
-    fake.set_default(status(500))
+@pytest.mark.parametrize(
+    ("behaviour", "outcome"),
+    [(status(500), "upstream"), (status(402, message="Insufficient credits"), "spend_limit"),
+     (status(402, message="Insufficient Balance"), "spend_limit"), (status(408), "timeout")],
+    ids=["500", "402-openrouter", "402-deepseek", "408"],
+)
+def test_upstream_failures_fail_over_down_the_ladder(openai_client: Any, fake: FakeOpenAI, behaviour: Any,
+                                                     outcome: str) -> None:
+    fake.set_default(behaviour)
     body = route(openai_client, TO_OPENAI)
     # Failover re-runs the ladder without the failed model: only mock:basic is left, below the
     # quality floor, so the ladder descends (quality relaxed) as it would have without OpenAI.
     payload = body.get_json()
     assert body.status_code == 200
     assert payload["model"] == "mock:basic"
-    assert [a["outcome"] for a in payload["attempts"]] == ["upstream", "ok"]
+    assert [a["outcome"] for a in payload["attempts"]] == [outcome, "ok"]
+    assert len(fake.chat_requests) == 1
 
 
 def test_upstream_failure_with_no_fallback_is_502(make_app: Callable[..., Flask], fake: FakeOpenAI) -> None:
@@ -93,6 +101,8 @@ def test_upstream_failure_with_no_fallback_is_502(make_app: Callable[..., Flask]
         (slow(3.0), 504, "upstream_timeout"),
         (malformed(), 502, "upstream_error"),
         (status(400, message="bad temperature"), 400, "upstream_bad_request"),
+        (status(402, message="Insufficient credits"), 503, "upstream_spend_limit"),
+        (status(408), 504, "upstream_timeout"),
     ],
 )
 def test_sdk_errors_are_translated_and_never_leak_the_key(
@@ -140,3 +150,14 @@ def test_max_tokens_field_must_be_one_of_the_two_names(make_app: Callable[..., F
     response = make_app(models_config_json=json.dumps([entry])).test_client().get("/models")
     assert response.status_code == 503
     assert "max_tokens_field" in response.get_json()["error"]["message"]
+
+
+def test_unicode_errors_are_told_apart_by_direction() -> None:
+    from costroute.core.outcome import FailureKind
+    from costroute.providers.openai import _translate
+
+    # Encoding the request fails on the caller's text; decoding a streamed line on the upstream's bytes.
+    encoding = _translate(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), KEY)
+    decoding = _translate(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), KEY)
+    assert (encoding.kind, encoding.status) == (FailureKind.BAD_REQUEST, 400)
+    assert (decoding.kind, decoding.status, decoding.failover) == (FailureKind.UPSTREAM, 502, True)

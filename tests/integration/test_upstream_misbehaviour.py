@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.fakes.fake_openai import FakeOpenAI, cut_stream, overspend, raw_json
+from tests.fakes.fake_openai import FakeOpenAI, cut_stream, overspend, raw_json, raw_stream
 from tests.integration.servers import FAKE_KEY, fake_openai, model_entry, registry_json  # noqa: F401
 
 HI = [{"role": "user", "content": "hi"}]
@@ -142,3 +142,114 @@ def test_a_value_the_sdk_cannot_encode_is_the_callers_400_before_any_call(
     assert response.status_code == 400
     assert "overflows to infinity" in response.get_json()["error"]["message"]
     assert fake_openai.chat_requests == []
+
+
+def chunk(content: str | None = None, finish: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A chat.completion.chunk: one choice with this content and finish reason, or (with usage) none."""
+    body: dict[str, Any] = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1, "model": "a"}
+    if usage is not None:
+        return {**body, "choices": [], "usage": usage}
+    delta = {"content": content} if content is not None else {}
+    return {**body, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+NOT_UTF8 = b'{"message": "\xff"}'
+
+
+def streamed(app: Flask) -> tuple[Any, list[dict[str, Any]]]:
+    """A streamed /v1 answer and its JSON events."""
+    response = chat(app, stream=True, stream_options={"include_usage": True})
+    text = response.get_data(as_text=True)
+    return response, [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
+def test_a_streamed_line_that_is_not_utf8_fails_over_before_the_first_piece(
+    build: Callable[[str], Flask], fake_openai: FakeOpenAI  # noqa: F811
+) -> None:
+    fake_openai.enqueue(raw_stream(NOT_UTF8))
+    response, events = streamed(build(TWO))
+    assert response.status_code == 200
+    routing = events[-1]["routing"]
+    assert [(a["model"], a["outcome"]) for a in routing["attempts"]] == [("openai:a", "upstream"), ("openai:b", "ok")]
+    assert "not valid UTF-8" in routing["attempts"][0]["message"]
+
+
+def test_with_nothing_left_a_streamed_line_that_is_not_utf8_is_a_502(
+    build: Callable[[str], Flask], fake_openai: FakeOpenAI  # noqa: F811
+) -> None:
+    fake_openai.set_default(raw_stream(NOT_UTF8))
+    response = chat(build(ONE), stream=True)
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert error["type"] == "upstream_error"
+    assert [a["outcome"] for a in error["attempts"]] == ["upstream"]
+
+
+def test_a_streamed_line_that_is_not_utf8_mid_answer_is_an_upstream_failure(
+    build: Callable[[str], Flask], fake_openai: FakeOpenAI  # noqa: F811
+) -> None:
+    fake_openai.enqueue(raw_stream(chunk("par"), NOT_UTF8))
+    response, events = streamed(build(TWO))
+    assert response.status_code == 200
+    assert [e["choices"][0]["delta"].get("content") for e in events if e.get("choices")][1:] == ["par"]
+    error = events[-1]["error"]
+    assert (error["type"], error["code"]) == ("upstream_error", "upstream")
+    assert "not valid UTF-8" in error["message"]
+    assert len(fake_openai.chat_requests) == 1  # a stream that started does not fail over
+
+
+FAILED_PARTWAY = {"choices": [{**GOOD_CHOICE, "finish_reason": "error"}], "usage": GOOD_USAGE}
+
+
+def test_a_generation_that_failed_partway_fails_over(build: Callable[[str], Flask],
+                                                     fake_openai: FakeOpenAI) -> None:  # noqa: F811
+    fake_openai.enqueue(raw_json(FAILED_PARTWAY))
+    response = chat(build(TWO))
+    assert response.status_code == 200
+    attempts = response.get_json()["routing"]["attempts"]
+    assert [(a["model"], a["outcome"]) for a in attempts] == [("openai:a", "upstream"), ("openai:b", "ok")]
+    assert "finish_reason 'error'" in attempts[0]["message"]
+
+
+def test_with_nothing_left_a_generation_that_failed_partway_is_a_502(
+    build: Callable[[str], Flask], fake_openai: FakeOpenAI  # noqa: F811
+) -> None:
+    fake_openai.set_default(raw_json(FAILED_PARTWAY))
+    response = chat(build(ONE))
+    assert response.status_code == 502
+    assert response.get_json()["error"]["type"] == "upstream_error"
+
+
+def test_a_streamed_generation_that_failed_partway_ends_with_an_upstream_error(
+    build: Callable[[str], Flask], fake_openai: FakeOpenAI  # noqa: F811
+) -> None:
+    fake_openai.enqueue(raw_stream(chunk("par"), chunk(finish="error"), chunk(usage=GOOD_USAGE)))
+    response, events = streamed(build(ONE))
+    assert response.status_code == 200
+    assert not any(e["choices"][0].get("finish_reason") for e in events if e.get("choices"))
+    error = events[-1]["error"]
+    assert (error["type"], error["code"]) == ("upstream_error", "upstream")
+    assert events[-1]["routing"]["attempts"][0]["outcome"] == "upstream"
+
+
+# A Gemini OpenAI-compatible gateway: reasoning tokens in total_tokens only.
+UNDERSTATED_USAGE = {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 81,
+                     "completion_tokens_details": {"reasoning_tokens": 60}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_tokens_beyond_prompt_and_completion_in_total_tokens_are_priced_as_output(
+    build: Callable[[str], Flask], fake_openai: FakeOpenAI, stream: bool  # noqa: F811
+) -> None:
+    if stream:
+        fake_openai.enqueue(raw_stream(chunk("hi"), chunk(finish="stop"), chunk(usage=UNDERSTATED_USAGE)))
+        response, events = streamed(build(ONE))
+        usage, routing = events[-1]["usage"], events[-1]["routing"]
+    else:
+        fake_openai.enqueue(raw_json({"choices": [GOOD_CHOICE], "usage": UNDERSTATED_USAGE}))
+        response = chat(build(ONE))
+        usage, routing = response.get_json()["usage"], response.get_json()["routing"]
+    assert response.status_code == 200
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (5, 76)
+    expected = (5 * Decimal("0.0001") + 76 * Decimal("0.0004")) / 1000
+    assert Decimal(repr(routing["actual_cost_usd"])) == expected

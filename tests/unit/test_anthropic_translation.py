@@ -462,6 +462,34 @@ def test_a_streamed_tool_use_becomes_openai_tool_call_deltas() -> None:
     assert all(p.finish_reason is None for p in pieces[:-1])
 
 
+def empty_tool_use(index: int, use_id: str, stop: bool = True) -> list[tuple[str, str]]:
+    """A tool use streamed without input, as Anthropic sends one: a single partial_json ""."""
+    events = [event("content_block_start", index=index, content_block={"type": "tool_use", "id": use_id,
+                                                                        "name": "get_time", "input": {}}),
+              event("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": ""})]
+    return [*events, event("content_block_stop", index=index)] if stop else events
+
+
+def test_a_streamed_tool_use_without_input_gets_the_arguments_of_an_empty_object() -> None:
+    closing = [event("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 5}),
+               event("message_stop")]
+    # The second block never gets its content_block_stop: its "{}" comes with message_stop.
+    pieces = read_all([message_start(), *empty_tool_use(0, "toolu_1"), *empty_tool_use(1, "toolu_2", stop=False),
+                       *closing])
+    calls = [call for p in pieces for call in p.tool_calls]
+    assert calls == [
+        {"index": 0, "id": "toolu_1", "type": "function", "function": {"name": "get_time", "arguments": ""}},
+        {"index": 0, "function": {"arguments": "{}"}},
+        {"index": 1, "id": "toolu_2", "type": "function", "function": {"name": "get_time", "arguments": ""}},
+        {"index": 1, "function": {"arguments": "{}"}},
+    ]
+    assert pieces[-1].finish_reason == "tool_calls" and not pieces[-1].tool_calls
+    # Accumulated as the client does, each call's arguments are what the unstreamed answer has.
+    unstreamed = read_message(message([{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}],
+                                      "tool_use"), MODEL, 1).tool_calls[0]["function"]["arguments"]
+    assert "".join(c["function"]["arguments"] for c in calls if c["index"] == 0) == unstreamed == "{}"
+
+
 def test_message_delta_counts_are_cumulative_and_replace_message_start() -> None:
     pieces = read_all([
         message_start({"input_tokens": 20, "output_tokens": 1}),
@@ -640,6 +668,15 @@ def test_transport_errors_are_translated_and_programming_errors_are_not() -> Non
     for error in (KeyError("x"), TypeError("bug"), json.JSONDecodeError("x", "y", 0), httpx2.StreamClosed()):
         with pytest.raises(type(error)):
             translate_error(error, None)
+
+
+def test_unicode_errors_are_told_apart_by_direction() -> None:
+    # Encoding the request fails on the caller's text; decoding a streamed line on Anthropic's bytes.
+    encoding = translate_error(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), None)
+    decoding = translate_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), None)
+    assert (encoding.kind, encoding.status) == (FailureKind.BAD_REQUEST, 400)
+    assert (decoding.kind, decoding.status, decoding.failover) == (FailureKind.UPSTREAM, 502, True)
+    assert "not valid UTF-8" in decoding.message
 
 
 # ---- the kind in the registry ------------------------------------------------------------------------

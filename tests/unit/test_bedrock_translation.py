@@ -313,6 +313,19 @@ def test_no_tools_no_overhead() -> None:
     assert tool_prompt_overhead(HAIKU, {"tools": []}) == 0
 
 
+@pytest.mark.parametrize(("upstream", "prompt"), [(HAIKU, 530), ("meta.llama3-1-70b-instruct-v1:0", 0)],
+                         ids=["anthropic", "other"])
+def test_prompt_overhead_covers_tools_that_grow_in_translation(upstream: str, prompt: int) -> None:
+    # A function without parameters is sent with an object schema: the toolSpec is longer than the OpenAI JSON.
+    bare = [{"type": "function", "function": {"name": f"f{index}"}} for index in range(20)]
+    counted = len(json.dumps(bare).encode())
+    sent = len(json.dumps(request([USER], tools=bare)["toolConfig"]["tools"], ensure_ascii=False).encode())
+    assert sent > counted
+    assert tool_prompt_overhead(upstream, {"tools": bare}) == prompt + sent - counted
+    # A tool whose Converse form is shorter adds nothing beyond the system prompt.
+    assert tool_prompt_overhead(upstream, {"tools": TOOLS}) == prompt
+
+
 # ---------------------------------------------------------------------------------------------
 # Answers
 
@@ -369,6 +382,16 @@ def test_cache_details_split_one_hour_writes() -> None:
              "cacheDetails": [{"ttl": "1h", "inputTokens": 25}, {"ttl": "5m", "inputTokens": 5}]}
     assert read_usage(usage, model()) == Usage(input_tokens=7, output_tokens=3, cache_write_tokens=5,
                                                cache_write_1h_tokens=25)
+
+
+@pytest.mark.parametrize(("one_hour_cache", "five", "hour"), [(True, 5, 25), (False, 25, 5)],
+                         ids=["one-hour-asked", "not-asked"])
+def test_writes_the_cache_details_leave_out_take_the_ttl_asked_for(one_hour_cache: bool, five: int, hour: int) -> None:
+    # 30 written, 10 of them split (5 of each TTL): the other 20 are 1-hour writes when a 1-hour cache was asked for.
+    usage = {"inputTokens": 7, "outputTokens": 3, "totalTokens": 40, "cacheWriteInputTokens": 30,
+             "cacheDetails": [{"ttl": "1h", "inputTokens": 5}, {"ttl": "5m", "inputTokens": 5}]}
+    assert read_usage(usage, model(), one_hour_cache=one_hour_cache) == Usage(
+        input_tokens=7, output_tokens=3, cache_write_tokens=five, cache_write_1h_tokens=hour)
 
 
 def test_one_hour_writes_without_details_are_priced_as_one_hour() -> None:
@@ -448,6 +471,28 @@ def test_stream_tool_use_becomes_openai_tool_call_deltas() -> None:
     ]
     assert pieces[0] == StreamPiece(text="Let me see.")
     assert pieces[-1].finish_reason == "tool_calls"
+
+
+def test_a_streamed_tool_use_without_input_gets_the_arguments_of_an_empty_object() -> None:
+    def start(index: int) -> dict[str, Any]:
+        return {"contentBlockStart": {"start": {"toolUse": {"toolUseId": f"t{index}", "name": "f"}},
+                                      "contentBlockIndex": index}}
+
+    # t0: no delta at all; t1: an empty delta; t2: no delta and no contentBlockStop (its "{}" comes with metadata).
+    events = [{"messageStart": {"role": "assistant"}},
+              start(0), {"contentBlockStop": {"contentBlockIndex": 0}},
+              start(1), {"contentBlockDelta": {"delta": {"toolUse": {"input": ""}}, "contentBlockIndex": 1}},
+              {"contentBlockStop": {"contentBlockIndex": 1}},
+              start(2), {"messageStop": {"stopReason": "tool_use"}}, METADATA]
+    pieces = list(stream_pieces(events, model()))
+    arguments = {0: "", 1: "", 2: ""}
+    for piece in pieces:
+        for call in piece.tool_calls:
+            arguments[call["index"]] += call["function"]["arguments"]
+    unstreamed = read_response(answer([{"toolUse": {"toolUseId": "t0", "name": "f", "input": {}}}], "tool_use"),
+                               model(), 1).tool_calls[0]["function"]["arguments"]
+    assert arguments == {0: unstreamed, 1: unstreamed, 2: unstreamed} and unstreamed == "{}"
+    assert pieces[-1].finish_reason == "tool_calls" and not pieces[-1].tool_calls
 
 
 @pytest.mark.parametrize(
@@ -572,6 +617,15 @@ def test_botocore_and_urllib3_errors() -> None:
     ]
     for exc, kind in cases:
         assert translated(exc).kind is kind, type(exc).__name__
+
+
+def test_unicode_errors_are_told_apart_by_direction() -> None:
+    # botocore decodes Bedrock's bytes as strict UTF-8: a failure there is Bedrock's malformed answer.
+    decoding = translated(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
+    encoding = translated(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    assert (decoding.kind, decoding.status, decoding.failover) == (FailureKind.UPSTREAM, 502, True)
+    assert "not valid UTF-8" in decoding.message
+    assert (encoding.kind, encoding.status) == (FailureKind.BAD_REQUEST, 400)
 
 
 @pytest.mark.parametrize("exc", [KeyError("oops"), TypeError("bad call"), ValueError("no")])

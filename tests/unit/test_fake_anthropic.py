@@ -38,6 +38,7 @@ from tests.fakes.fake_anthropic import (
     count_input_tokens,
     cut_stream,
     invalid_message,
+    invalid_utf8,
     malformed,
     ok,
     refusal,
@@ -647,6 +648,46 @@ def test_malformed_json_escapes_unwrapped(fake: FakeAnthropic, client: Anthropic
     assert not isinstance(info.value, anthropic.APIError)
     with pytest.raises(json.JSONDecodeError):
         list(client.messages.create(model=MODEL, max_tokens=16, messages=HI, stream=True))
+
+
+@pytest.mark.parametrize("after_deltas", [None, 0, 2], ids=["in-message-start", "after-ping", "after-two-deltas"])
+def test_invalid_utf8_streamed_raises_unicode_decode_error_after_the_earlier_events(
+    fake: FakeAnthropic, after_deltas: int | None
+) -> None:
+    """The SDK's SSE decoder decodes each line as strict UTF-8: the bad byte raises UnicodeDecodeError, unwrapped."""
+    fake.enqueue(invalid_utf8(after_deltas, text="one two three"))
+    with Anthropic(api_key=KEY, base_url=fake.base_url, max_retries=0) as sdk:
+        raw = sdk.messages.with_raw_response.create(model=MODEL, max_tokens=16, messages=HI, stream=True)
+        seen: list[str] = []
+        with pytest.raises(UnicodeDecodeError) as info:
+            for event in anthropic.Stream.raw_events(raw.http_response):
+                seen.append(event.event or "")
+    assert not isinstance(info.value, anthropic.APIError)
+    if after_deltas is None:
+        assert seen == []
+    else:
+        assert seen[0] == "message_start" and seen.count("content_block_delta") == after_deltas
+
+
+def test_invalid_utf8_non_streamed(fake: FakeAnthropic, client: Anthropic) -> None:
+    """Non-streamed, the SDK's parsing json.loads the bytes (UnicodeDecodeError, unwrapped); the raw text is lenient."""
+    fake.enqueue(invalid_utf8(), invalid_utf8())
+    with pytest.raises(UnicodeDecodeError):
+        _ask(client)
+    raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=16, messages=HI)
+    assert json.loads(raw.text())["content"] == [{"type": "text", "text": "\ufffd"}]
+
+
+def test_a_tool_use_without_input_streams_one_empty_partial_json(fake: FakeAnthropic, client: Anthropic) -> None:
+    """As the real API does: one input_json_delta with partial_json "", not the JSON text {}."""
+    fake.enqueue(tool_use("get_weather", {}))
+    events = list(client.messages.create(model=MODEL, max_tokens=64, messages=HI, tools=WEATHER_TOOLS, stream=True))
+    partials = [e.delta.partial_json for e in events if isinstance(e, RawContentBlockDeltaEvent)
+                and isinstance(e.delta, InputJSONDelta)]
+    assert partials == [""]
+    fake.enqueue(tool_use("get_weather", {}))
+    (block,) = _ask(client, tools=WEATHER_TOOLS).content
+    assert isinstance(block, ToolUseBlock) and block.input == {}
 
 
 def test_invalid_message(fake: FakeAnthropic) -> None:

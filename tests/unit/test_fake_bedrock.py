@@ -31,6 +31,7 @@ from tests.fakes.fake_bedrock import (
     encode_event_frame,
     error,
     guardrail,
+    invalid_utf8,
     malformed,
     ok,
     reply,
@@ -584,6 +585,29 @@ def test_tool_use_with_text_streams_two_blocks(fake: FakeBedrock, client: Any) -
     pieces = [e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events[5:] if "contentBlockDelta" in e]
     assert pieces == ["{", "}"]
     assert events[-1]["metadata"]["usage"]["outputTokens"] == 2 + 1
+
+
+def test_tool_use_without_input_deltas_streams_none(fake: FakeBedrock, client: Any) -> None:
+    """input_deltas=False: contentBlockStart then contentBlockStop, no toolUse delta; unstreamed, the input is there."""
+    fake.enqueue(tool_use("get_weather", {}, input_deltas=False), tool_use("get_weather", {}, input_deltas=False))
+    events = _stream(client, "weather?", toolConfig=WEATHER_TOOLS)
+    assert [next(iter(e)) for e in events] == ["messageStart", "contentBlockStart", "contentBlockStop", "messageStop",
+                                               "metadata"]
+    content = _ask(client, "weather?", toolConfig=WEATHER_TOOLS)["output"]["message"]["content"]
+    assert content[0]["toolUse"]["input"] == {}
+
+
+def test_invalid_utf8_raises_unicode_decode_error_from_botocore(fake: FakeBedrock, client: Any) -> None:
+    """botocore decodes bodies and event payloads as strict UTF-8: the bad byte escapes as UnicodeDecodeError."""
+    fake.enqueue(invalid_utf8(), invalid_utf8(after_deltas=2))
+    with pytest.raises(UnicodeDecodeError):
+        _ask(client)
+    response = client.converse_stream(modelId=HAIKU, messages=[_user("hello world")])
+    seen: list[str] = []
+    with pytest.raises(UnicodeDecodeError):
+        for event in response["stream"]:
+            seen.append(next(iter(event)))
+    assert seen == ["messageStart", "contentBlockDelta", "contentBlockDelta"]
 
 
 def test_tool_use_dropped_over_max_tokens(fake: FakeBedrock, client: Any) -> None:

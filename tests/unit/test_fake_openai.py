@@ -20,6 +20,7 @@ from tests.fakes.fake_openai import (
     count_prompt_tokens,
     malformed,
     ok,
+    raw_stream,
     reply,
     slow,
     spend_all,
@@ -238,6 +239,24 @@ def test_malformed_json_raises_json_decode_error(fake: FakeOpenAI, client: OpenA
     fake.enqueue(malformed())
     with pytest.raises(json.JSONDecodeError):
         list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True))
+
+
+def test_raw_stream_sends_its_events_and_a_line_not_utf8_raises_unicode_decode_error(
+    fake: FakeOpenAI, client: OpenAI
+) -> None:
+    """JSON events arrive as chunks; a line of bytes that are not UTF-8 fails the SDK's strict decoding, unwrapped."""
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+    fake.enqueue(raw_stream(chunk, b'{"message": "\xff"}'))
+    stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.content == "hi"
+    with pytest.raises(UnicodeDecodeError) as info:
+        next(chunks)
+    assert not isinstance(info.value, openai.APIError)
+    fake.enqueue(raw_stream({"not": "used"}))
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert json.loads(raw.text) == {"not": "used"}  # a non-streamed request gets the first event as its body
 
 
 def test_queue_is_fifo_then_default(fake: FakeOpenAI, client: OpenAI) -> None:

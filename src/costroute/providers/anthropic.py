@@ -41,7 +41,9 @@ machine, mostly ``anthropic.types``), and that time is taken from the first call
   a 200 whose body is not a message (content not an array of blocks, text not a string, usage
   with non-integers or negatives, a cache split that does not add up, malformed JSON) is an
   ``upstream`` failure, failed over like a 5xx. Streams are read from the raw server-sent events
-  the same way; a stream that ends before ``message_stop`` is a failure mid-stream.
+  the same way; a stream that ends before ``message_stop`` is a failure mid-stream, and so is
+  a streamed line that is not UTF-8. A streamed tool use without input (``partial_json: ""``)
+  gets the arguments ``{}``, as the same answer unstreamed has.
 * Usage: Anthropic's ``input_tokens`` excludes cached tokens; ``cache_read_input_tokens`` are
   cache reads and ``cache_creation_input_tokens`` cache writes, split into 5-minute and 1-hour
   writes by ``cache_creation`` where reported (without the split, all are 5-minute writes).
@@ -506,6 +508,8 @@ class StreamReader:
         self._output_reported = False
         self._blocks: dict[int, tuple[str, int | None]] = {}  # Anthropic block index -> (type, OpenAI tool index)
         self._tools = 0
+        # Anthropic block index -> OpenAI tool index, for tool uses no input has arrived for yet.
+        self._without_input: dict[int, int] = {}
         self._stop_reason: Any = None
         self._delta_seen = False
         self.stopped = False
@@ -533,16 +537,18 @@ class StreamReader:
             if not self._delta_seen:
                 raise _malformed(self.model, "message_stop came before message_delta")
             self.stopped = True
-            return None
+            return self._empty_inputs(list(self._without_input))
         if name == "content_block_start":
             return self._block_start(self._json(data))
         if name == "content_block_delta":
             return self._block_delta(self._json(data))
+        if name == "content_block_stop" and self._without_input:
+            return self._empty_inputs([self._index(self._json(data))])
         if name == "message_delta":
             self._message_delta(self._json(data))
         elif name == "message_start":
             raise _malformed(self.model, "a second message_start")
-        # content_block_stop, and event types added after this was written, carry nothing to pass on.
+        # content_block_stop otherwise, and event types added after this was written, carry nothing to pass on.
         return None
 
     def final(self) -> StreamPiece:
@@ -597,6 +603,7 @@ class StreamReader:
             tool_index = self._tools
             self._tools += 1
             self._blocks[index] = (kind, tool_index)
+            self._without_input[index] = tool_index
             opening = {"index": tool_index, "id": use.id, "type": "function",
                        "function": {"name": use.name, "arguments": ""}}
             return StreamPiece(tool_calls=(opening,))
@@ -624,8 +631,17 @@ class StreamReader:
             partial = delta.get("partial_json")
             if block_kind != "tool_use" or not isinstance(partial, str):
                 raise _malformed(self.model, f"an input_json_delta for content block {index} is not tool input")
-            return StreamPiece(tool_calls=({"index": tool_index, "function": {"arguments": partial}},)) if partial else None
+            if not partial:
+                return None
+            self._without_input.pop(index, None)
+            return StreamPiece(tool_calls=({"index": tool_index, "function": {"arguments": partial}},))
         return None  # thinking, signature and citation deltas: nothing for a Chat Completions answer
+
+    def _empty_inputs(self, indexes: Sequence[int]) -> StreamPiece | None:
+        """The arguments ``{}`` for the tool uses of these blocks that ended without any input, if any."""
+        calls = tuple({"index": self._without_input.pop(index), "function": {"arguments": "{}"}}
+                      for index in indexes if index in self._without_input)
+        return StreamPiece(tool_calls=calls) if calls else None
 
     def _message_delta(self, event: Mapping[str, Any]) -> None:
         delta = event.get("delta")
@@ -733,10 +749,13 @@ def translate_error(exc: Exception, key: str | None) -> ProviderError:
         # Raised while reading a stream (the SDK wraps them only inside send()): a cut or broken connection.
         return ProviderError(FailureKind.UPSTREAM, redact(f"the connection to Anthropic broke mid-answer: {exc}", key),
                              status=502)
-    if isinstance(exc, UnicodeError):
+    if isinstance(exc, UnicodeEncodeError):
         # Raised while encoding the request: the caller's text, not the provider, is at fault.
         return ProviderError(FailureKind.BAD_REQUEST, "the request holds text that cannot be encoded as UTF-8",
                              status=400)
+    if isinstance(exc, UnicodeDecodeError):
+        # Raised while decoding a streamed line: Anthropic's bytes are not UTF-8.
+        return ProviderError(FailureKind.UPSTREAM, "Anthropic sent a malformed response: not valid UTF-8", status=502)
     raise exc
 
 

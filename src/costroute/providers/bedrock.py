@@ -69,20 +69,23 @@ answer; another model may); any other reason is an answer that ended on its own,
 
 Usage: Converse's ``inputTokens`` excludes cache reads and writes, so it is the uncached input;
 ``cacheDetails`` splits writes by TTL (1-hour writes are billed apart). A request that asked for a
-1-hour cache point whose answer writes without that split counts every write as a 1-hour one,
-the dearer rate: a settlement is never below the truth. A stream's usage is its last event,
-``metadata``.
+1-hour cache point whose answer writes without that split, or with writes the split leaves out,
+counts those writes as 1-hour ones, the dearer rate: a settlement is never below the truth. A
+stream's usage is its last event, ``metadata``. A streamed tool use that ends without input (no
+delta, or empty ones) gets the arguments ``{}``, as the same answer unstreamed has.
 
 Errors become ``ProviderError`` (never a credential in a message): throttling is ``rate_limited``;
 unavailable, internal, model-not-ready and model errors ``upstream``; a model timeout and
-botocore's read and connect timeouts ``timeout`` (all failed over); ``ValidationException`` is the
-caller's 400; access denied and unknown model end the request with a 502 naming the permission or
-the model. An exception event mid-stream, a cut connection, a checksum error, or a stream that ends
-without ``messageStop`` and ``metadata`` raise while iterating.
+botocore's read and connect timeouts ``timeout``, an answer or event that is not UTF-8 (botocore
+decodes strictly) ``upstream`` (all failed over); ``ValidationException`` is the caller's 400;
+access denied and unknown model end the request with a 502 naming the permission or the model. An
+exception event mid-stream, a cut connection, a checksum error, bytes that are not UTF-8, or a
+stream that ends without ``messageStop`` and ``metadata`` raise while iterating.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -377,8 +380,8 @@ class BedrockProvider(Adapter):
         return unsupported_params(params, messages)
 
     def prompt_overhead(self, model: Model, params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> int:
-        """Anthropic's tool-use system prompt, for Anthropic models with tools, and what re-sending past tool
-        calls' arguments as JSON input adds."""
+        """Anthropic's tool-use system prompt, for Anthropic models with tools, what the Converse form of the tools
+        adds to the OpenAI form, and what re-sending past tool calls' arguments as JSON input adds."""
         return tool_prompt_overhead(model.upstream, params) + reserialised_growth(messages)
 
     def status(self) -> dict[str, Any]:
@@ -628,16 +631,30 @@ def unsupported_params(params: Mapping[str, Any], messages: Sequence[Mapping[str
 
 
 def tool_prompt_overhead(upstream: str, params: Mapping[str, Any]) -> int:
-    """The tokens Anthropic's tool-use system prompt adds on Bedrock (0 for other models or without tools)."""
+    """Tokens a request with tools has on Bedrock beyond the OpenAI JSON the router counted (0 without tools).
+
+    That is Anthropic's tool-use system prompt, for Anthropic models, and for any model the bytes by
+    which the Converse ``toolSpec`` form outgrows the OpenAI form (a function without parameters is
+    sent with an object schema).
+    """
     tools = params.get("tools")
     if not isinstance(tools, list) or not tools:
         return 0
-    if "anthropic." not in upstream and not _OPAQUE_MODEL_ID.search(upstream):
-        return 0
-    choice = params.get("tool_choice")
-    forced = "forced" if choice == "required" or isinstance(choice, dict) else "auto"
-    table = TOOL_PROMPT_TOKENS_CLAUDE_4 if _CLAUDE_4.search(upstream) else TOOL_PROMPT_TOKENS_LARGEST
-    return table[forced]
+    prompt = 0
+    if "anthropic." in upstream or _OPAQUE_MODEL_ID.search(upstream):
+        choice = params.get("tool_choice")
+        forced = "forced" if choice == "required" or isinstance(choice, dict) else "auto"
+        table = TOOL_PROMPT_TOKENS_CLAUDE_4 if _CLAUDE_4.search(upstream) else TOOL_PROMPT_TOKENS_LARGEST
+        prompt = table[forced]
+    try:
+        config = tool_config(params, None)
+    except Untranslatable:
+        return prompt  # refused by ``unsupported`` before any call
+    if config is None:
+        return prompt
+    counted = len(json.dumps(tools).encode("utf-8"))
+    sent = len(json.dumps(config["tools"], ensure_ascii=False).encode("utf-8"))
+    return prompt + max(0, sent - counted)
 
 
 # ---- answers ---------------------------------------------------------------------------------
@@ -672,6 +689,8 @@ def read_usage(value: Any, model: Model, one_hour_cache: bool = False) -> Usage:
             one_hour += tokens if detail["ttl"] == "1h" else 0
         if split > written:
             raise _malformed(model, "'usage.cacheDetails' counts more tokens than 'cacheWriteInputTokens'")
+        if one_hour_cache:
+            one_hour += written - split  # writes the split leaves out: the dearer rate, never below the truth
     elif one_hour_cache:
         one_hour = written  # the TTL of these writes is not said: the dearer rate, never below the truth
     return Usage(
@@ -734,6 +753,7 @@ def _event_body(event: Any, model: Model) -> tuple[str, Mapping[str, Any]]:
 def stream_pieces(events: Iterable[Any], model: Model, one_hour_cache: bool = False) -> Iterator[StreamPiece]:
     """ConverseStream events as pieces; the last carries the finish reason and the usage of ``metadata``."""
     tool_index: dict[Any, int] = {}
+    without_input: set[int] = set()  # tool uses no input has arrived for yet, by OpenAI tool index
     finish: FinishReason | None = None
     for event in events:
         kind, body = _event_body(event, model)
@@ -745,6 +765,7 @@ def stream_pieces(events: Iterable[Any], model: Model, one_hour_cache: bool = Fa
                         or not isinstance(opened.get("name"), str):
                     raise _malformed(model, "a tool-use start lacks a string toolUseId or name")
                 position = tool_index[body.get("contentBlockIndex")] = len(tool_index)
+                without_input.add(position)
                 yield StreamPiece(tool_calls=({"index": position, "id": opened["toolUseId"], "type": "function",
                                                "function": {"name": opened["name"], "arguments": ""}},))
         elif kind == "contentBlockDelta":
@@ -761,8 +782,15 @@ def stream_pieces(events: Iterable[Any], model: Model, one_hour_cache: bool = Fa
                 started = tool_index.get(body.get("contentBlockIndex"))
                 if not isinstance(partial, str) or started is None:
                     raise _malformed(model, "a tool-use delta has no string input, or no tool use was started")
-                yield StreamPiece(tool_calls=({"index": started, "function": {"arguments": partial}},))
+                if partial:
+                    without_input.discard(started)
+                    yield StreamPiece(tool_calls=({"index": started, "function": {"arguments": partial}},))
             # Other deltas (reasoning, citations) have no place in an OpenAI answer.
+        elif kind == "contentBlockStop":
+            ended = tool_index.get(body.get("contentBlockIndex"))
+            if ended in without_input:
+                without_input.discard(ended)
+                yield _empty_inputs([ended])
         elif kind == "messageStop":
             finish = finish_reason(body.get("stopReason"), model)
             if finish == "tool_calls" and not tool_index:
@@ -770,12 +798,19 @@ def stream_pieces(events: Iterable[Any], model: Model, one_hour_cache: bool = Fa
         elif kind == "metadata":
             if finish is None:
                 raise _malformed(model, "the stream's metadata came before messageStop")
+            if without_input:
+                yield _empty_inputs(sorted(without_input))
             yield StreamPiece(finish_reason=finish, usage=read_usage(body.get("usage"), model, one_hour_cache))
             return
-        # messageStart and contentBlockStop carry nothing to pass on.
+        # messageStart, and contentBlockStop otherwise, carry nothing to pass on.
     raise ProviderError(FailureKind.UPSTREAM, f"the stream from {model.id} ended without "
                         f"{'metadata' if finish else 'messageStop and metadata'} (the connection closed mid-answer)",
                         status=502)
+
+
+def _empty_inputs(positions: Iterable[int]) -> StreamPiece:
+    """The arguments ``{}`` for tool uses that ended without any input."""
+    return StreamPiece(tool_calls=tuple({"index": position, "function": {"arguments": "{}"}} for position in positions))
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -854,6 +889,13 @@ def translate_error(exc: Exception, model: Model, region: str, action: str) -> P
                              status=400)
     if isinstance(exc, aws.BotoCoreError):
         return ProviderError(FailureKind.UPSTREAM, redact(f"the Bedrock call failed for {model.id}: {exc}"), status=502)
+    if isinstance(exc, UnicodeDecodeError):
+        # botocore decodes bodies and event payloads as strict UTF-8: Bedrock's bytes are at fault.
+        return _malformed(model, "not valid UTF-8")
+    if isinstance(exc, UnicodeEncodeError):
+        # Raised while encoding the request: the caller's text, not the provider, is at fault.
+        return ProviderError(FailureKind.BAD_REQUEST, "the request holds text that cannot be encoded as UTF-8",
+                             status=400)
     raise exc
 
 

@@ -10,6 +10,12 @@ heuristic the router estimates with. Asked like a model would be, it answers lik
   ``json_schema``, deterministic JSON valid against the schema (every property filled, the
   first of each ``enum``/``anyOf``, minimum lengths and bounds honoured).
 
+What it generates from a caller's schema is capped, so a tiny request cannot make it build a huge
+answer: ``minItems`` and ``minLength`` are honoured up to ``MAX_REPEAT`` (16) items or characters,
+schemas nest (and ``$ref`` resolves) at most ``MAX_SCHEMA_DEPTH`` (12) deep, and one answer holds
+about ``MAX_EXAMPLE_CHARS`` (16,384) characters of JSON at most: past a cap, arrays and objects stop
+growing and values become ``null``. Such an answer may then not validate against its schema.
+
 Its ``latency_ms`` is *simulated* (the model's registered latency) unless ``MOCK_SIMULATE_LATENCY``
 is on, when it really waits that long and reports the measured time. Model options make it fail or
 stall, for failover and breaker tests: ``mock_fail_status`` (always fail with that HTTP status),
@@ -52,7 +58,11 @@ _KIND_BY_STATUS = {
     429: FailureKind.RATE_LIMITED,
 }
 # Deep enough for any real schema; a self-referencing one stops here instead of recursing forever.
-_MAX_SCHEMA_DEPTH = 12
+MAX_SCHEMA_DEPTH = 12
+# The most items or characters a minItems or minLength gets (a caller could ask for millions).
+MAX_REPEAT = 16
+# Roughly the most characters of JSON one generated value takes (nested repeats multiply otherwise).
+MAX_EXAMPLE_CHARS = 16 * 1024
 
 
 class MockOptions(NamedTuple):
@@ -221,56 +231,97 @@ def _formatted(echo: str, response_format: Any) -> str:
     return echo
 
 
-def example_for_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
-    """A deterministic value valid against a JSON schema (the common subset tools and structured outputs use)."""
-    root = schema if root is None else root
-    if depth > _MAX_SCHEMA_DEPTH:
+class _Room:
+    """What is left of the characters one generated value may take."""
+
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+
+    @property
+    def spent(self) -> bool:
+        """Whether nothing is left."""
+        return self.left <= 0
+
+    def take(self, chars: int) -> bool:
+        """Take that many characters if they are left; otherwise nothing more is generated."""
+        if chars > self.left:
+            self.left = 0
+            return False
+        self.left -= chars
+        return True
+
+
+def example_for_schema(schema: Mapping[str, Any]) -> Any:
+    """A deterministic value valid against a JSON schema (the common subset tools and structured outputs use),
+    within the caps of the module docstring."""
+    return _example(schema, schema, 0, _Room(MAX_EXAMPLE_CHARS))
+
+
+def _example(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int, room: _Room) -> Any:
+    if depth > MAX_SCHEMA_DEPTH or room.spent:
+        room.take(len("null"))
         return None
     reference = schema.get("$ref")
     if isinstance(reference, str) and reference.startswith("#/"):
         target: Any = root
         for part in reference[2:].split("/"):
             target = target.get(part, {}) if isinstance(target, dict) else {}
-        return example_for_schema(target, root, depth + 1)
+        return _example(target, root, depth + 1, room)
     if "const" in schema:
-        return schema["const"]
+        return _leaf(schema["const"], room)
     if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
+        return _leaf(schema["enum"][0], room)
     for combinator in ("anyOf", "oneOf"):
         options = [o for o in schema.get(combinator) or () if isinstance(o, dict)]
         if options:
             usable = [o for o in options if o.get("type") != "null"] or options
-            return example_for_schema(usable[0], root, depth + 1)
+            return _example(usable[0], root, depth + 1, room)
     if isinstance(schema.get("allOf"), list) and schema["allOf"]:
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
             if isinstance(part, dict):
                 merged.update(part)
-        return example_for_schema(merged, root, depth + 1)
+        return _example(merged, root, depth + 1, room)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind is None:
         kind = "object" if "properties" in schema else "string"
-    return _example_of_type(str(kind), schema, root, depth)
+    return _example_of_type(str(kind), schema, root, depth, room)
 
 
-def _example_of_type(kind: str, schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> Any:
+def _leaf(value: Any, room: _Room) -> Any:
+    """The value, or None when its JSON does not fit in what is left."""
+    return value if room.take(len(json.dumps(value))) else None
+
+
+def _example_of_type(kind: str, schema: Mapping[str, Any], root: Mapping[str, Any], depth: int, room: _Room) -> Any:
     if kind == "object":
         found = schema.get("properties")
         properties: Mapping[str, Any] = found if isinstance(found, dict) else {}
-        return {name: example_for_schema(sub if isinstance(sub, dict) else {}, root, depth + 1)
-                for name, sub in properties.items()}
+        room.take(2)
+        filled: dict[str, Any] = {}
+        for name, sub in properties.items():
+            if not room.take(len(json.dumps(name)) + 4):
+                break
+            filled[name] = _example(sub if isinstance(sub, dict) else {}, root, depth + 1, room)
+        return filled
     if kind == "array":
         found_items = schema.get("items")
         items: Mapping[str, Any] = found_items if isinstance(found_items, dict) else {}
         minimum = schema.get("minItems")
-        count = minimum if isinstance(minimum, int) and minimum >= 0 else 1
-        return [example_for_schema(items, root, depth + 1) for _ in range(count)]
+        count = min(minimum, MAX_REPEAT) if isinstance(minimum, int) and minimum >= 0 else 1
+        room.take(2)
+        values: list[Any] = []
+        for _ in range(count):
+            if not room.take(2):
+                break
+            values.append(_example(items, root, depth + 1, room))
+        return values
     if kind in ("integer", "number"):
-        return _example_number(kind, schema)
+        return _leaf(_example_number(kind, schema), room)
     if kind == "boolean":
-        return False
+        return _leaf(False, room)
     if kind == "null":
         return None
     formats = {"date-time": "2026-01-01T00:00:00Z", "date": "2026-01-01", "time": "00:00:00", "email": "mock@example.com",
@@ -278,17 +329,22 @@ def _example_of_type(kind: str, schema: Mapping[str, Any], root: Mapping[str, An
     text = formats.get(str(schema.get("format")), "mock")
     minimum = schema.get("minLength")
     if isinstance(minimum, int) and len(text) < minimum:
-        text += "m" * (minimum - len(text))
+        text += "m" * (min(minimum, MAX_REPEAT) - len(text))
     maximum = schema.get("maxLength")
     if isinstance(maximum, int) and len(text) > maximum:
         text = text[:maximum]
-    return text
+    return _leaf(text, room)
 
 
 def _example_number(kind: str, schema: Mapping[str, Any]) -> int | float:
     def bound(name: str) -> float | None:
         value = schema.get(name)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            return float(value)
+        except OverflowError:
+            return None  # an integer beyond any float: a bound no generated number is held to
 
     value = 0.0
     low, high = bound("minimum"), bound("maximum")

@@ -14,11 +14,18 @@ only when one of its models is first called.
   environment, as OpenAI's own users expect.
 * Answers are read strictly from the JSON the server sent: a 200 whose body is not a chat
   completion (no choices, ``message`` null or a string, ``content`` not a string, usage with
-  strings or negative numbers) is an ``upstream`` failure, failed over like a 5xx. A stream
-  that ends without a finish reason (the connection simply closed) is a failure mid-stream.
+  strings or negative numbers) is an ``upstream`` failure, failed over like a 5xx, and so is a
+  streamed line that is not UTF-8. A stream that ends without a finish reason (the connection
+  simply closed) is a failure mid-stream. ``finish_reason: "error"`` (OpenRouter: the generation
+  failed partway) is an ``upstream`` failure too, never a finished answer.
 * Usage is normalised: ``prompt_tokens_details.cached_tokens`` (a subset of ``prompt_tokens``)
   and DeepSeek's ``prompt_cache_hit_tokens`` are cache reads, ``cache_write_tokens`` cache writes.
-* Every SDK error becomes a ``ProviderError`` whose message is scrubbed of the key.
+  A ``total_tokens`` above ``prompt_tokens + completion_tokens`` (gateways that leave reasoning
+  tokens out of ``completion_tokens``) has its excess counted as output, the dearer class.
+* Every SDK error becomes a ``ProviderError`` whose message is scrubbed of the key: 429 ->
+  ``rate_limited``, 402 (OpenRouter's and DeepSeek's exhausted credit) -> ``spend_limit``, 401 ->
+  ``auth``, 403 -> ``forbidden``, 404 -> ``not_found``, 408 -> ``timeout``, 413 -> ``too_large``,
+  other 4xx -> ``bad_request``, 5xx -> ``upstream``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ from costroute.wirelogs import OPENAI_WIRE_LOGGERS, hold_at_info
 OPENAI_API_BASE_URL = "https://api.openai.com/v1"
 MAX_TOKENS_FIELDS: tuple[str, ...] = ("max_tokens", "max_completion_tokens")
 _FINISH_REASONS: frozenset[str] = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+# OpenRouter's finish reason for a generation that failed partway: the answer is not whole.
+_FAILED_FINISH_REASON = "error"
 # Fields the router sets itself; a caller's copy of them is never passed through.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"})
 
@@ -188,6 +197,9 @@ def _finish_reason(value: Any, model: Model) -> FinishReason | None:
         return None
     if not isinstance(value, str):
         raise _malformed(model, "'finish_reason' is not a string")
+    if value == _FAILED_FINISH_REASON:
+        raise ProviderError(FailureKind.UPSTREAM, f"the provider reported that the generation for {model.id} failed "
+                            "partway (finish_reason 'error')", status=502)
     # Some servers send their own words ("eos", "end_turn"): an answer that ended on its own.
     return value if value in _FINISH_REASONS else "stop"  # type: ignore[return-value]
 
@@ -214,6 +226,10 @@ def _read_usage(value: Any, model: Model) -> Usage | None:
         prompt = hit + miss
     if prompt is None or completion is None:
         raise _malformed(model, "'usage' lacks prompt_tokens or completion_tokens")
+    total = _count(value, "total_tokens", model)
+    if total is not None and total > prompt + completion:
+        # Tokens the total bills but neither count names (reasoning, on some gateways): priced as output.
+        completion = total - prompt
     details = value.get("prompt_tokens_details")
     cached = written = None
     if isinstance(details, dict):
@@ -304,9 +320,16 @@ def _translate(exc: Exception, key: str | None) -> ProviderError:
             return ProviderError(FailureKind.AUTH, "the provider rejected the API key (401)", status=401)
         if status == 403:
             return ProviderError(FailureKind.FORBIDDEN, message("the provider refused access (403)"), status=403)
+        if status == 402:
+            return ProviderError(FailureKind.SPEND_LIMIT,
+                                 message("the provider refused the call: the account's credit or spend limit is "
+                                         "exhausted (402)"), status=402)
         if status == 404:
             return ProviderError(FailureKind.NOT_FOUND, message("the provider does not know this model (404)"),
                                  status=404)
+        if status == 408:
+            return ProviderError(FailureKind.TIMEOUT, message("the provider timed out reading the request (408)"),
+                                 status=504)
         if status == 413:
             return ProviderError(FailureKind.TOO_LARGE, message("the provider refused the request as too large (413)"),
                                  status=413)
@@ -315,10 +338,14 @@ def _translate(exc: Exception, key: str | None) -> ProviderError:
                                  retry_after_s=retry_after_seconds(exc.response.headers))
         return ProviderError(FailureKind.BAD_REQUEST, message(f"the provider refused the request ({status})"),
                              status=status)
-    if isinstance(exc, UnicodeError):
+    if isinstance(exc, UnicodeEncodeError):
         # Raised while encoding the request: the caller's text, not the provider, is at fault.
         return ProviderError(FailureKind.BAD_REQUEST, "the request holds text that cannot be encoded as UTF-8",
                              status=400)
+    if isinstance(exc, UnicodeDecodeError):
+        # Raised while decoding a streamed line: the provider's bytes are not UTF-8.
+        return ProviderError(FailureKind.UPSTREAM, "the provider sent a malformed response: not valid UTF-8",
+                             status=502)
     if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError)):
         return ProviderError(FailureKind.UPSTREAM, "the provider sent a malformed response", status=502)
     if isinstance(exc, openai.APIError):
