@@ -22,7 +22,6 @@ reservation by the actual cost. This module holds the rule; the stores apply it 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -30,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from costroute.core.estimate import EXACT
-from costroute.core.fields import DocumentError, FieldReader, json_type, unique_keys
+from costroute.core.fields import DocumentError, FieldReader, json_type, load_json_document
 
 MAX_LIMIT_USD = Decimal(1_000_000_000)
 DOCUMENT_FIELDS = ("default", "callers", "admins", "require_known_callers", "baseline_model")
@@ -194,20 +193,8 @@ def ceilings_for(limits: Limits, amount: Decimal) -> dict[Window, Decimal]:
 
 def parse_budgets_text(text: str) -> BudgetsDocument:
     """Parse and validate a budgets document; raise BudgetsError naming every wrong entry and field."""
-    try:
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
-                          object_pairs_hook=unique_keys(BudgetsError))
-    except BudgetsError:
-        raise
-    except RecursionError as exc:
-        raise BudgetsError(["the budgets document is nested too deeply"]) from exc
-    except (ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, or an integer of over 4,300 digits
-        raise BudgetsError([f"the budgets document is not valid JSON: {exc}"]) from exc
+    data = load_json_document(text, BudgetsError, "the budgets document")
     return build_budgets(data)
-
-
-def _reject_constant(name: str) -> Any:
-    raise BudgetsError([f"the budgets document contains {name}, which is not a number"])
 
 
 def build_budgets(data: Any) -> BudgetsDocument:

@@ -7,6 +7,7 @@ Numbers are decoded with ``parse_float=Decimal``, so a price keeps the digits it
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -270,3 +271,20 @@ def unique_keys(error: Callable[[list[str]], Exception]) -> Callable[[list[tuple
         return found
 
     return build
+
+
+def load_json_document(text: str, error: Callable[[list[str]], Exception], what: str) -> Any:
+    """Decode a document's JSON with exact numbers; NaN, Infinity, a repeated key or deep nesting is ``error``."""
+
+    def reject_constant(name: str) -> Any:
+        raise error([f"{what} contains {name}, which is not a number"])
+
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=reject_constant,
+                          object_pairs_hook=unique_keys(error))
+    except DocumentError:
+        raise
+    except RecursionError as exc:
+        raise error([f"{what} is nested too deeply"]) from exc
+    except (ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, or an integer of over 4,300 digits
+        raise error([f"{what} is not valid JSON: {exc}"]) from exc

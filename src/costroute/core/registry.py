@@ -32,7 +32,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from costroute.core.fields import DocumentError, FieldReader, json_type, unique_keys
+from costroute.core.fields import DocumentError, FieldReader, json_type, load_json_document
 
 ROW_FIELDS: tuple[str, ...] = (
     "provider",
@@ -213,20 +213,8 @@ def parse_registry_text(
     text: str, kinds: Mapping[str, ProviderKindRules], builtins: Mapping[str, ProviderSpec]
 ) -> Registry:
     """Parse and validate registry JSON text; raise RegistryError naming every wrong entry and field."""
-    try:
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
-                          object_pairs_hook=unique_keys(RegistryError))
-    except RegistryError:
-        raise
-    except RecursionError as exc:
-        raise RegistryError(["the registry is nested too deeply"]) from exc
-    except (ValueError, TypeError) as exc:  # ValueError: JSONDecodeError, or an integer of over 4,300 digits
-        raise RegistryError([f"registry is not valid JSON: {exc}"]) from exc
+    data = load_json_document(text, RegistryError, "the registry")
     return build_registry(data, kinds, builtins)
-
-
-def _reject_constant(name: str) -> Any:
-    raise RegistryError([f"registry JSON contains {name}, which is not a number"])
 
 
 def looks_like_key(text: str) -> bool:
