@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from costroute.config.aws import AwsClients, read_ssm_parameter
+from costroute.config.aws import AwsClients
 from costroute.config.cache import CachedValue, ConfigError
+from costroute.config.documents import inline_or_ssm, located
 from costroute.config.settings import Settings
 from costroute.core.registry import (
     CredentialRef,
@@ -60,20 +61,11 @@ def registry_source(
 ) -> CachedValue[Registry]:
     """The cached registry, from the first source that is set."""
     builtins = builtin_providers(settings)
-
-    def parse(text: str, where: str) -> Registry:
-        try:
-            return parse_registry_text(text, kinds, builtins)
-        except RegistryError as exc:
-            raise ConfigError(f"the registry in {where} is invalid: {exc}") from exc
-
-    if settings.models_config_json is not None:
-        text = settings.models_config_json
-        return CachedValue(lambda: parse(text, "MODELS_CONFIG_JSON"), "env:MODELS_CONFIG_JSON", math.inf, clock)
-    if settings.models_config_ssm_parameter is not None:
-        name = settings.models_config_ssm_parameter
-        return CachedValue(lambda: parse(read_ssm_parameter(clients, name), f"SSM parameter '{name}'"), f"ssm:{name}",
-                           settings.config_ttl_seconds, clock)
+    parse = located(lambda text: parse_registry_text(text, kinds, builtins), "the registry")
+    found = inline_or_ssm(parse, settings.models_config_json, "MODELS_CONFIG_JSON", settings.models_config_ssm_parameter,
+                          settings, clients, clock)
+    if found is not None:
+        return found
     if settings.models_config_file is not None:
         path = settings.models_config_file
         return CachedValue(lambda: parse(read_registry_file(path), f"file '{path}'"), f"file:{path}",
