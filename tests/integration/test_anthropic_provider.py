@@ -26,6 +26,7 @@ from costroute.core.selection import plain_decimal
 from costroute.providers.anthropic import KIND, AnthropicProvider, StreamReader, tool_prompt_overhead
 from costroute.providers.base import AdapterDeps, ClosingStream, KeySource, ProviderCall, ProviderError
 from tests.adapters import RotatingKeys, StaticKey
+from tests.answers import attempts_of, trace_of
 from tests.conftest import FakeClock
 from tests.fakes import fake_anthropic as fa
 from tests.fakes.fake_anthropic import FakeAnthropic, count_input_tokens
@@ -107,22 +108,6 @@ def stream_events(response: Any) -> list[dict[str, Any]]:
 
 def streamed_text(events: list[dict[str, Any]]) -> str:
     return "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
-
-
-def attempts_of(response: Any) -> list[tuple[str, str]]:
-    body = response.get_json()
-    if "error" in body:
-        attempts = body["error"]["attempts"]
-    else:
-        attempts = body["routing"]["attempts"] if "routing" in body else body["attempts"]
-    return [(attempt["model"], attempt["outcome"]) for attempt in attempts]
-
-
-def trace_of(response: Any) -> list[str]:
-    body = response.get_json()
-    if "error" in body:
-        return list(body["error"]["decision_trace"])
-    return list(body["routing"]["decision_trace"] if "routing" in body else body["decision_trace"])
 
 
 def sent(fake: FakeAnthropic) -> dict[str, Any]:

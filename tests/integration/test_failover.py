@@ -16,6 +16,7 @@ from costroute.core.outcome import FailureKind
 from costroute.providers.base import ProviderCall, ProviderError
 from costroute.providers.mock import MockProvider
 from tests.adapters import RotatingKeys, openai_provider
+from tests.answers import attempts_of, trace_of
 from tests.conftest import FakeClock
 from tests.fakes.fake_openai import FakeOpenAI, malformed, slow, status
 from tests.integration.servers import FAKE_KEY, fake_openai, model_entry, registry_json  # noqa: F401
@@ -48,22 +49,6 @@ def chat(app: Flask, stream: bool = False, model: str = "auto") -> Any:
 
 def route(app: Flask) -> Any:
     return app.test_client().post("/route", json={"input": "hi", "constraints": {"min_quality": 3}})
-
-
-def attempts_of(response: Any) -> list[tuple[str, str]]:
-    body = response.get_json()
-    if "error" in body:
-        attempts = body["error"]["attempts"]
-    else:
-        attempts = body["routing"]["attempts"] if "routing" in body else body["attempts"]
-    return [(attempt["model"], attempt["outcome"]) for attempt in attempts]
-
-
-def trace_of(response: Any) -> list[str]:
-    body = response.get_json()
-    if "error" in body:
-        return body["error"]["decision_trace"]
-    return body["routing"]["decision_trace"] if "routing" in body else body["decision_trace"]
 
 
 def sent_models(fake: FakeOpenAI) -> list[str]:
